@@ -1,0 +1,544 @@
+"""The engine: one thread owns MLX and runs continuous batching for all models.
+
+asyncio callers never touch MLX. They ``submit`` a request (validated and
+tokenized in the caller's thread) and get a ``RequestHandle``; the engine
+thread admits it into the model's running batch between decode steps and hands
+events back through ``loop.call_soon_threadsafe``, one call per step per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..settings import Settings
+from .batching import ModelBatch, StepToken
+from .errors import EngineError, ErrorCode
+from .params import (
+    ResolvedSampling,
+    resolve_max_tokens,
+    resolve_sampling,
+    validate_logprobs,
+    validate_stopping,
+)
+from .prompts import tokenize_prompt
+from .registry import LoadedModel, ModelRegistry, ModelSource, load_model
+from .sampling import make_request_processors, make_request_sampler
+from .stopping import StopStringMatcher
+from .types import (
+    Chunk,
+    Finish,
+    GenerationRequest,
+    InputDetails,
+    ModelDescription,
+    StopReason,
+    Timings,
+    TokenLogprob,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+_request_counter = itertools.count(1)
+
+
+class RequestHandle:
+    """The caller's side of one request: an async iterator of ``Chunk``s.
+
+    Iteration raises ``EngineError`` if the request fails; the last chunk
+    carries ``finish``. ``cancel()`` frees the batch slot at the next step.
+    """
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, request_id: str) -> None:
+        self.request_id = request_id
+        self.model_id = ""
+        self._engine = engine
+        self._loop = loop
+        self._items: deque[Chunk | EngineError] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False  # no more items will arrive
+        self._drained = False  # the caller has consumed the end
+
+    def __aiter__(self) -> RequestHandle:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        while not self._items:
+            if self._closed:
+                self._drained = True
+                raise StopAsyncIteration
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        item = self._items.popleft()
+        if isinstance(item, EngineError):
+            self._drained = True
+            raise item
+        return item
+
+    def cancel(self) -> None:
+        """Stops the request (idempotent). Safe to call after it finished."""
+        if not self._closed:
+            self._close()
+            self._engine._post(("abort", self))
+
+    @property
+    def finished(self) -> bool:
+        return self._closed
+
+    # -- called on the caller's loop only
+    def _push(self, item: Chunk | EngineError) -> None:
+        if self._closed:
+            return
+        self._items.append(item)
+        if isinstance(item, EngineError) or item.finish is not None:
+            self._close()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._engine._release(self)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+@dataclass
+class _Active:
+    """Engine-thread state of one admitted request."""
+
+    handle: RequestHandle
+    request: GenerationRequest
+    model: LoadedModel
+    prompt_ids: list[int]
+    prompt_text: str
+    sampling: ResolvedSampling
+    max_tokens: int
+    arrival: float
+    stop_token_ids: set[int]
+    stop_on: list[int]
+    uid: int = -1
+    prefill_started: float | None = None
+    first_token_at: float | None = None
+    generated: int = 0
+    detokenizer: Any = None
+    matcher: StopStringMatcher | None = None
+    pending: Chunk = field(default_factory=Chunk)
+    pending_tokens: int = 0
+
+
+@dataclass
+class EngineStats:
+    waiting: int
+    running: int
+    in_flight: int
+    peak_running: int
+    steps: int
+    generated_tokens: int
+
+
+class Engine:
+    """Owns the models and the MLX thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry()
+        self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="mlxrpc-engine", daemon=True)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._by_request_id: dict[str, RequestHandle] = {}
+        self._accepting = False
+        self._failed: BaseException | None = None
+        self._on_failure: list[Callable[[BaseException], None]] = []
+        # Engine-thread state.
+        self._batches: dict[str, ModelBatch] = {}
+        self._active: dict[RequestHandle, _Active] = {}
+        self._by_uid: dict[tuple[str, int], _Active] = {}
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, Any]]] = {}
+        self._peak_running = 0
+        self._steps = 0
+        self._generated = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, sources: list[ModelSource]) -> None:
+        """Starts the thread, loads and warms up every model (blocking)."""
+        self._thread.start()
+        for source in sources:
+            self.call(lambda s=source: self._load(s))
+        self._accepting = True
+
+    def stop_accepting(self) -> None:
+        """New requests get UNAVAILABLE; running ones continue (drain)."""
+        self._accepting = False
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._accepting = False
+        if self._thread.is_alive():
+            self._post(("stop",))
+            self._thread.join(timeout)
+
+    def on_failure(self, callback: Callable[[BaseException], None]) -> None:
+        """Called (from the engine thread) if the engine thread dies."""
+        self._on_failure.append(callback)
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting and self._failed is None and self._thread.is_alive()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Runs ``fn`` on the engine thread and returns its result (blocking)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._post(("call", fn, future))
+        return future.result()
+
+    # ------------------------------------------------------------ caller API
+
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Validates and queues a request; raises EngineError when refused."""
+        loop = asyncio.get_running_loop()
+        if not self.ready:
+            raise EngineError(ErrorCode.UNAVAILABLE, "the server is not accepting requests")
+        model = self.registry.get(request.model)
+        vocab = model.vocab_size
+        sampling = resolve_sampling(request.sampling, self.settings, vocab)
+        validate_stopping(request.stopping, vocab)
+        validate_logprobs(request.logprobs, request.top_logprobs)
+        prompt_ids, prompt_text = tokenize_prompt(model.tokenizer, request.prompt, vocab)
+        max_tokens = resolve_max_tokens(
+            request.stopping.max_tokens, self.settings, len(prompt_ids), model.context_length
+        )
+        stop_ids = set(request.stopping.stop_token_ids)
+        stop_on = sorted(stop_ids | (set() if request.stopping.ignore_eos else set(model.eos_token_ids)))
+
+        with self._lock:
+            capacity = self.settings.max_num_seqs + self.settings.max_queue
+            if self._in_flight >= capacity:
+                raise EngineError(
+                    ErrorCode.RESOURCE_EXHAUSTED,
+                    f"the server is at capacity ({capacity} requests in flight); retry later",
+                    reason="QUEUE_FULL",
+                )
+            request_id = request.request_id or f"req-{next(_request_counter)}"
+            if request_id in self._by_request_id:
+                raise EngineError(
+                    ErrorCode.ALREADY_EXISTS,
+                    f"a request with id '{request_id}' is already running",
+                    field="request_id",
+                )
+            handle = RequestHandle(self, loop, request_id)
+            handle.model_id = model.id
+            self._by_request_id[request_id] = handle
+            self._in_flight += 1
+        active = _Active(
+            handle=handle,
+            request=request,
+            model=model,
+            prompt_ids=prompt_ids,
+            prompt_text=prompt_text,
+            sampling=sampling,
+            max_tokens=max_tokens,
+            arrival=time.perf_counter(),
+            stop_token_ids=stop_ids,
+            stop_on=stop_on,
+        )
+        self._post(("admit", active))
+        return handle
+
+    def abort(self, request_id: str) -> bool:
+        """Ends a running request with CANCELLED; False if no such request runs."""
+        with self._lock:
+            handle = self._by_request_id.get(request_id)
+        if handle is None:
+            return False
+        error = EngineError(ErrorCode.CANCELLED, f"request '{request_id}' was aborted")
+        handle._loop.call_soon_threadsafe(handle._push, error)
+        self._post(("abort", handle))
+        return True
+
+    def describe_models(self) -> list[ModelDescription]:
+        return [m.describe() for m in self.registry.all()]
+
+    def stats(self) -> EngineStats:
+        batches = list(self._batches.values())
+        running = sum(b.running for b in batches)
+        return EngineStats(
+            waiting=sum(len(b) for b in batches) - running,
+            running=running,
+            in_flight=self._in_flight,
+            peak_running=self._peak_running,
+            steps=self._steps,
+            generated_tokens=self._generated,
+        )
+
+    def reset_peak(self) -> None:
+        self._peak_running = 0
+
+    # ------------------------------------------------------------ internals (any thread)
+
+    def _post(self, command: tuple) -> None:
+        self._commands.put(command)
+
+    def _release(self, handle: RequestHandle) -> None:
+        with self._lock:
+            if self._by_request_id.get(handle.request_id) is handle:
+                del self._by_request_id[handle.request_id]
+                self._in_flight -= 1
+
+    # ------------------------------------------------------------ engine thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._drain_commands():
+                    break
+                for model_id, batch in list(self._batches.items()):
+                    if len(batch):
+                        self._step(model_id, batch)
+                self._flush()
+        except BaseException as exc:  # the thread must never die silently
+            log.exception("engine thread failed")
+            self._failed = exc
+            self._accepting = False
+            self._fail_all(EngineError(ErrorCode.INTERNAL, f"the engine failed: {exc}"))
+            self._flush()
+            for callback in self._on_failure:
+                callback(exc)
+            return
+        self._fail_all(EngineError(ErrorCode.UNAVAILABLE, "the server is shutting down"))
+        self._flush()
+
+    def _fail_all(self, error: EngineError) -> None:
+        """Ends every admitted request with ``error`` and closes the batches."""
+        for model_id in list(self._batches):
+            self._fail_model(model_id, error)
+
+    def _drain_commands(self) -> bool:
+        """Applies queued commands; blocks only while idle. False on stop."""
+        busy = any(len(b) for b in self._batches.values())
+        while True:
+            try:
+                command = self._commands.get(block=not busy)
+            except queue.Empty:
+                return True
+            kind = command[0]
+            if kind == "stop":
+                return False
+            if kind == "admit":
+                self._admit(command[1])
+            elif kind == "abort":
+                self._abort(command[1])
+            elif kind == "call":
+                fn, future = command[1], command[2]
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            busy = any(len(b) for b in self._batches.values())
+
+    def _batch_for(self, model: LoadedModel) -> ModelBatch:
+        batch = self._batches.get(model.id)
+        if batch is None:
+            s = self.settings
+            batch = self._batches[model.id] = ModelBatch(
+                model.model,
+                max_num_seqs=s.max_num_seqs,
+                prefill_batch_size=s.prefill_batch_size,
+                prefill_step_size=s.prefill_step_size,
+            )
+        return batch
+
+    def _admit(self, a: _Active) -> None:
+        if a.handle.finished:  # cancelled while queued
+            return
+        s = a.sampling
+        try:
+            sampler = make_request_sampler(
+                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+                seed=s.seed, vocab_size=a.model.vocab_size,
+            )
+            processors = make_request_processors(
+                logit_bias=s.logit_bias,
+                repetition_penalty=s.repetition_penalty,
+                presence_penalty=s.presence_penalty,
+                frequency_penalty=s.frequency_penalty,
+            )
+            a.uid = self._batch_for(a.model).insert(
+                a.prompt_ids, max_tokens=a.max_tokens, sampler=sampler,
+                processors=processors, stop_token_ids=a.stop_on,
+            )
+        except Exception as exc:
+            log.exception("admitting %s failed", a.handle.request_id)
+            self._send(a.handle, _classify(exc))
+            return
+        a.detokenizer = a.model.tokenizer.detokenizer
+        a.matcher = StopStringMatcher(a.request.stopping.stop)
+        if a.request.echo_input:
+            a.pending.input = InputDetails(token_ids=list(a.prompt_ids), text=a.prompt_text)
+        self._active[a.handle] = a
+        self._by_uid[(a.model.id, a.uid)] = a
+
+    def _abort(self, handle: RequestHandle) -> None:
+        a = self._active.pop(handle, None)
+        if a is not None:
+            self._by_uid.pop((a.model.id, a.uid), None)
+            batch = self._batches.get(a.model.id)
+            if batch is not None:
+                batch.remove([a.uid])
+
+    def _step(self, model_id: str, batch: ModelBatch) -> None:
+        try:
+            prefilled, tokens = batch.step()
+        except Exception as exc:
+            log.exception("batch step of %s failed", model_id)
+            self._fail_model(model_id, _classify(exc))
+            return
+        self._steps += 1
+        self._peak_running = max(self._peak_running, batch.running)
+        now = time.perf_counter()
+        for uid in prefilled:
+            a = self._by_uid.get((model_id, uid))
+            if a is not None and a.prefill_started is None:
+                a.prefill_started = now
+        finished: list[int] = []
+        for token in tokens:
+            a = self._by_uid.get((model_id, token.uid))
+            if a is None:
+                continue
+            if self._on_token(a, token, now):
+                finished.append(token.uid)
+                self._active.pop(a.handle, None)
+                self._by_uid.pop((model_id, token.uid), None)
+        self._generated += len(tokens)
+        batch.remove(finished)  # sequences that stopped on a stop string
+
+    def _on_token(self, a: _Active, t: StepToken, now: float) -> bool:
+        """Folds one token into the request's pending chunk; True when it finished."""
+        if a.first_token_at is None:
+            a.first_token_at = now
+        a.generated += 1
+        chunk = a.pending
+        chunk.token_ids.append(t.token)
+        a.pending_tokens += 1
+        if a.request.logprobs:
+            chunk.logprobs.append(self._logprob(a, t))
+        reason: StopReason | None = None
+        stop_sequence = ""
+        if t.finish_reason == "stop":
+            reason = StopReason.STOP_TOKEN if t.token in a.stop_token_ids else StopReason.EOS
+        else:
+            a.detokenizer.add_token(t.token)
+            text, matched = a.matcher.feed(a.detokenizer.last_segment)
+            chunk.text += text
+            if matched is not None:
+                reason, stop_sequence = StopReason.STOP_SEQUENCE, matched
+            elif t.finish_reason == "length":
+                reason = StopReason.LENGTH
+        if reason is not None and reason is not StopReason.STOP_SEQUENCE:
+            a.detokenizer.finalize()
+            text, matched = a.matcher.feed(a.detokenizer.last_segment)
+            chunk.text += text
+            if matched is not None:
+                reason, stop_sequence = StopReason.STOP_SEQUENCE, matched
+            else:
+                chunk.text += a.matcher.flush()
+        if reason is not None:
+            chunk.finish = self._finish(a, reason, stop_sequence, t.token, now)
+        if reason is not None or a.pending_tokens >= self.settings.stream_interval:
+            self._send(a.handle, chunk)
+            a.pending = Chunk()
+            a.pending_tokens = 0
+        return reason is not None
+
+    def _finish(
+        self, a: _Active, reason: StopReason, stop_sequence: str, token: int, now: float
+    ) -> Finish:
+        first = a.first_token_at or now
+        decode_time = now - first
+        return Finish(
+            reason=reason,
+            stop_sequence=stop_sequence,
+            stop_token_id=token if reason in (StopReason.EOS, StopReason.STOP_TOKEN) else None,
+            usage=Usage(prompt_tokens=len(a.prompt_ids), completion_tokens=a.generated),
+            timings=Timings(
+                queue_seconds=(a.prefill_started or first) - a.arrival,
+                time_to_first_token_seconds=first - a.arrival,
+                total_seconds=now - a.arrival,
+                decode_tokens_per_second=(a.generated - 1) / decode_time if decode_time > 0 else 0.0,
+            ),
+        )
+
+    def _logprob(self, a: _Active, t: StepToken) -> TokenLogprob:
+        import mlx.core as mx
+
+        decode = a.model.tokenizer.decode
+        lp = t.logprobs
+        top: list[tuple[int, str, float]] = []
+        n = a.request.top_logprobs
+        if n:
+            ids = mx.argpartition(-lp, kth=n - 1)[:n]
+            values = lp[ids]
+            pairs = sorted(zip(ids.tolist(), values.tolist(), strict=True), key=lambda p: -p[1])
+            top = [(i, decode([i]), v) for i, v in pairs]
+        return TokenLogprob(t.token, decode([t.token]), lp[t.token].item(), top)
+
+    def _send(self, handle: RequestHandle, item: Chunk | EngineError) -> None:
+        self._outbox.setdefault(handle._loop, []).append((handle, item))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the caller's loop is closed; nobody is listening
+                pass
+
+    def _fail_model(self, model_id: str, error: EngineError) -> None:
+        for handle, a in list(self._active.items()):
+            if a.model.id == model_id:
+                self._send(handle, error)
+                del self._active[handle]
+                self._by_uid.pop((model_id, a.uid), None)
+        batch = self._batches.pop(model_id, None)
+        if batch is not None:
+            batch.close()
+
+    def _load(self, source: ModelSource) -> None:
+        loaded = load_model(source)
+        self._warm_up(loaded)
+        self.registry.add(loaded)
+
+    def _warm_up(self, loaded: LoadedModel) -> None:
+        """Runs one short generation so the first request does not pay for setup."""
+        batch = ModelBatch(loaded.model, max_num_seqs=1, prefill_batch_size=1, prefill_step_size=64)
+        batch.insert(
+            [0, 1], max_tokens=2, sampler=make_request_sampler(
+                temperature=0, top_p=1, top_k=0, min_p=0, seed=0, vocab_size=loaded.vocab_size),
+            processors=[], stop_token_ids=[],
+        )
+        while len(batch):
+            batch.step()
+        batch.close()
+
+
+def _deliver(items: list[tuple[RequestHandle, Any]]) -> None:
+    for handle, item in items:
+        handle._push(item)
+
+
+def _classify(exc: BaseException) -> EngineError:
+    if isinstance(exc, EngineError):
+        return exc
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or "out of memory" in text or "bad_alloc" in text:
+        return EngineError(ErrorCode.RESOURCE_EXHAUSTED, f"out of memory: {exc}")
+    return EngineError(ErrorCode.INTERNAL, f"generation failed: {exc}")

@@ -1,0 +1,150 @@
+"""Model ids and aliases → loaded models.
+
+Loading goes through ``mlx_lm.load`` (a Hugging Face id or a local path), the
+same call real users make; it runs on the engine thread, which owns MLX.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineError, ErrorCode, invalid, not_found
+from .types import ModelDescription, ModelKind
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = "default"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What to load, and the id requests use for it."""
+
+    id: str
+    source: str
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelSource:
+        """``SOURCE`` or ``ID=SOURCE`` (a short name for a long hub id or path)."""
+        name, sep, source = spec.partition("=")
+        if not sep:
+            return cls(id=spec, source=spec)
+        if not name or not source:
+            raise ValueError(f"model spec {spec!r} must be SOURCE or ID=SOURCE")
+        return cls(id=name, source=source)
+
+
+@dataclass
+class LoadedModel:
+    id: str
+    source: str
+    kind: ModelKind
+    model: Any
+    tokenizer: Any
+    config: dict[str, Any]
+    created: int
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.get("vocab_size") or len(self.tokenizer))
+
+    @property
+    def context_length(self) -> int:
+        for key in ("max_position_embeddings", "max_seq_len", "seq_length", "n_positions"):
+            if isinstance(self.config.get(key), int):
+                return int(self.config[key])
+        return 4096
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return sorted(self.tokenizer.eos_token_ids)
+
+    def describe(self) -> ModelDescription:
+        return ModelDescription(
+            id=self.id,
+            aliases=list(self.aliases),
+            kind=self.kind,
+            source=self.source,
+            loaded=True,
+            created=self.created,
+            context_length=self.context_length,
+            vocab_size=self.vocab_size,
+            quantization=_quantization(self),
+            architecture=str(self.config.get("model_type", "")),
+            eos_token_ids=self.eos_token_ids,
+            has_chat_template=bool(getattr(self.tokenizer, "has_chat_template", False)),
+        )
+
+
+def load_model(source: ModelSource) -> LoadedModel:
+    """Loads one checkpoint. Must run on the engine thread."""
+    import mlx_lm
+
+    started = time.perf_counter()
+    log.info("loading model %s from %s", source.id, source.source)
+    try:
+        model, tokenizer, config = mlx_lm.load(source.source, return_config=True)
+    except FileNotFoundError as exc:
+        raise EngineError(ErrorCode.NOT_FOUND, f"cannot load '{source.source}': {exc}") from exc
+    loaded = LoadedModel(
+        id=source.id,
+        source=source.source,
+        kind=ModelKind.TEXT,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        created=int(time.time()),
+    )
+    log.info("loaded %s in %.2fs", source.id, time.perf_counter() - started)
+    return loaded
+
+
+class ModelRegistry:
+    """Loaded models by id and alias; written by the engine thread, read by any."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[str, LoadedModel] = {}
+        self._aliases: dict[str, str] = {}
+
+    def add(self, loaded: LoadedModel) -> None:
+        with self._lock:
+            if not self._models:
+                self._aliases[DEFAULT_ALIAS] = loaded.id
+                loaded.aliases.append(DEFAULT_ALIAS)
+            self._models[loaded.id] = loaded
+
+    def get(self, name: str) -> LoadedModel:
+        """The model for an id or alias; empty selects the default model."""
+        name = name or DEFAULT_ALIAS
+        with self._lock:
+            model = self._models.get(name) or self._models.get(self._aliases.get(name, ""))
+        if model is None:
+            if not name.strip():
+                raise invalid("model", "model must not be blank")
+            raise not_found(name)
+        return model
+
+    def all(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+
+def _quantization(model: LoadedModel) -> str:
+    quant = model.config.get("quantization") or model.config.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("bits"):
+        return f"{quant['bits']}-bit (group {quant.get('group_size', 64)})"
+    from mlx.utils import tree_flatten
+
+    params = tree_flatten(model.model.parameters())
+    return str(params[0][1].dtype).removeprefix("mlx.core.") if params else ""
+
+
+def is_local_path(source: str) -> bool:
+    return Path(source).expanduser().exists()

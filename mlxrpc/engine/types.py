@@ -1,0 +1,146 @@
+"""Plain request and event types exchanged between callers and the engine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TextPrompt:
+    text: str
+
+
+@dataclass
+class ChatPrompt:
+    """Messages in the OpenAI/Hugging Face chat-template shape."""
+
+    messages: list[dict[str, Any]]
+    add_generation_prompt: bool = True
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class TokenPrompt:
+    ids: list[int]
+
+
+Prompt = TextPrompt | ChatPrompt | TokenPrompt
+
+
+@dataclass
+class SamplingParams:
+    """Unset (None) fields take the server defaults."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    seed: int | None = None
+
+
+@dataclass
+class StoppingParams:
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+
+
+@dataclass
+class GenerationRequest:
+    model: str
+    prompt: Prompt
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stopping: StoppingParams = field(default_factory=StoppingParams)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    echo_input: bool = False
+    request_id: str = ""
+
+
+class StopReason(enum.Enum):
+    LENGTH = "length"
+    STOP_SEQUENCE = "stop_sequence"
+    EOS = "eos"
+    STOP_TOKEN = "stop_token"
+    TOOL_CALLS = "tool_calls"
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass
+class Timings:
+    queue_seconds: float = 0.0
+    time_to_first_token_seconds: float = 0.0
+    total_seconds: float = 0.0
+    decode_tokens_per_second: float = 0.0
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    token: str
+    logprob: float
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Finish:
+    reason: StopReason
+    usage: Usage
+    timings: Timings
+    stop_sequence: str = ""
+    stop_token_id: int | None = None
+
+
+@dataclass
+class InputDetails:
+    token_ids: list[int]
+    text: str
+
+
+@dataclass
+class Chunk:
+    """One hand-off to the caller: a text delta and the tokens behind it.
+
+    The first chunk carries ``input`` (when asked for); the last one ``finish``.
+    """
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: Finish | None = None
+    input: InputDetails | None = None
+
+
+class ModelKind(enum.Enum):
+    TEXT = "text"
+    VISION = "vision"
+
+
+@dataclass
+class ModelDescription:
+    id: str
+    aliases: list[str]
+    kind: ModelKind
+    source: str
+    loaded: bool
+    created: int
+    context_length: int
+    vocab_size: int
+    quantization: str
+    architecture: str
+    eos_token_ids: list[int]
+    has_chat_template: bool

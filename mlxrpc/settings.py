@@ -1,0 +1,98 @@
+"""Server settings: one dataclass, resolved CLI > ``MLXRPC_*`` environment > defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "MLXRPC_"
+
+
+@dataclass
+class Settings:
+    """Everything the engine, the gRPC service and the sidecar are configured by.
+
+    Each field can be set by the CLI flag of the same name (``--max-tokens``) or
+    the environment variable ``MLXRPC_<NAME>`` (``MLXRPC_MAX_TOKENS``).
+    """
+
+    # Models: Hugging Face ids or local paths, optionally "alias=source".
+    # Empty: the built-in demo model.
+    model: list[str] = field(default_factory=list)
+    host: str = "0.0.0.0"
+    grpc_port: int = 50051
+    http_port: int = 8000
+    # Sidecar processes (an absolute number, or a fraction of CPU cores: 1.0 = all).
+    workers: str = "1"
+    # Default and cap of tokens generated per request (clamped to the context).
+    max_tokens: int = 32768
+    # Tokens per stream message.
+    stream_interval: int = 1
+    # Sequences decoded together in one batch.
+    max_num_seqs: int = 32
+    # Sequences whose prompts are processed together.
+    prefill_batch_size: int = 8
+    # Prompt tokens processed per model call.
+    prefill_step_size: int = 2048
+    # Requests waiting for a batch slot before new ones get RESOURCE_EXHAUSTED.
+    max_queue: int = 256
+    # Default sampling for requests that leave these unset.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    # Seconds in-flight requests get to finish on SIGTERM.
+    grace_period: float = 30.0
+    # Largest gRPC message and HTTP body accepted, in bytes.
+    max_message_bytes: int = 64 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def resolve(
+        cls, cli: Mapping[str, Any], env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """CLI values (None = not given) win over the environment, then defaults."""
+        env = os.environ if env is None else env
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            given = cli.get(f.name)
+            if given is not None and given != []:
+                values[f.name] = given
+            elif (raw := env.get(ENV_PREFIX + f.name.upper())) is not None:
+                values[f.name] = _parse_env(hints[f.name], raw, ENV_PREFIX + f.name.upper())
+        return cls(**values)
+
+
+def _parse_env(kind: Any, raw: str, name: str) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind == list[str]:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+
+
+def resolve_workers(spec: str, cpu_count: int | None = None) -> int:
+    """FastMLX's rule: an integer is a count; a fraction (e.g. 0.5, 1.0) is a share of cores."""
+    cores = cpu_count or os.cpu_count() or 1
+    try:
+        if any(c in spec for c in ".eE"):
+            share = float(spec)
+            if not 0 < share <= 1:
+                raise ValueError
+            return max(1, int(cores * share))
+        count = int(spec)
+        if count < 1:
+            raise ValueError
+        return count
+    except ValueError:
+        raise ValueError(
+            f"workers must be a positive integer or a fraction of cores in (0, 1], got {spec!r}"
+        ) from None
