@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import queue
@@ -497,10 +498,8 @@ class Engine:
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, {}
         for loop, items in outbox.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # the caller's loop closed: nobody listens
                 loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # the caller's loop is closed; nobody is listening
-                pass
 
     def _fail_model(self, model_id: str, error: EngineError) -> None:
         for handle, a in list(self._active.items()):

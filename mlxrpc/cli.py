@@ -1,0 +1,130 @@
+"""Command line: ``mlxrpc serve | gateway | generate``.
+
+Every ``serve`` flag is a Settings field; values resolve CLI > MLXRPC_* env > defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from dataclasses import fields
+
+from .settings import Settings
+
+_HELP = {
+    "model": "model to serve: a Hugging Face id or local path, or ALIAS=SOURCE; repeatable "
+    "(default: the built-in demo model)",
+    "host": "address to bind (default 0.0.0.0)",
+    "grpc_port": "gRPC port (default 50051; 0 picks a free one)",
+    "http_port": "OpenAI REST sidecar port (default 8000)",
+    "workers": "sidecar processes: a count, or a fraction of CPU cores (1.0 = all)",
+    "max_tokens": "default and cap of generated tokens per request (default 32768)",
+    "stream_interval": "tokens per stream message (default 1)",
+    "max_num_seqs": "sequences decoded together in one batch (default 32)",
+    "prefill_batch_size": "prompts processed together (default 8)",
+    "prefill_step_size": "prompt tokens per model call (default 2048)",
+    "max_queue": "requests waiting for a slot before new ones are refused (default 256)",
+    "temperature": "default sampling temperature (default 1.0)",
+    "top_p": "default nucleus sampling mass (default 1.0)",
+    "top_k": "default top-k (default 0 = off)",
+    "min_p": "default min-p (default 0 = off)",
+    "grace_period": "seconds in-flight requests get on SIGTERM (default 30)",
+    "max_message_bytes": "largest gRPC message / HTTP body in bytes (default 64 MiB)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        kind = kinds[name]
+        help_text = _HELP[name] + f" [env MLXRPC_{name.upper()}]"
+        if name == "model":
+            parser.add_argument(flag, action="append", default=None, help=help_text)
+        else:
+            converter = {"int": int, "float": float}.get(str(kind), str)
+            parser.add_argument(flag, type=converter, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlxrpc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve models over gRPC and the OpenAI REST API")
+    _add_settings_flags(serve, [f.name for f in fields(Settings)])
+    serve.add_argument("--no-http", action="store_true", help="serve gRPC only, no sidecar")
+
+    gateway = sub.add_parser("gateway", help="run the OpenAI REST sidecar alone")
+    gateway.add_argument(
+        "--upstream", action="append", default=None,
+        help="engine gRPC address (host:port, unix:path, or dns:///name); repeatable "
+        "[env MLXRPC_UPSTREAM]",
+    )
+    _add_settings_flags(gateway, ["host", "http_port", "workers", "max_message_bytes", "log_level"])
+    gateway.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+    generate = sub.add_parser("generate", help="stream one completion from a running server")
+    generate.add_argument("prompt")
+    generate.add_argument("--target", default="127.0.0.1:50051")
+    generate.add_argument("--model", default="")
+    generate.add_argument("--max-tokens", type=int, default=64)
+    generate.add_argument("--chat", action="store_true", help="send the prompt as a user message")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli_values = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = Settings.resolve(cli_values)
+    except ValueError as exc:
+        print(f"mlxrpc: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        from .serve import serve
+
+        return asyncio.run(serve(settings, with_sidecar=not args.no_http))
+    if args.command == "gateway":
+        from .gateway.workers import run_gateway
+
+        return run_gateway(settings, args.upstream, reuse_port=args.reuse_port)
+    if args.command == "generate":
+        return asyncio.run(_generate(args))
+    return 2
+
+
+async def _generate(args: argparse.Namespace) -> int:
+    """Streams one completion to stdout: a smoke test of a running server."""
+    import grpc
+
+    from .v1 import inference_pb2 as pb
+    from .v1 import inference_pb2_grpc as pb_grpc
+
+    request = pb.GenerateRequest(model=args.model)
+    if args.chat:
+        request.chat.messages.add(role="user").content.add(text=args.prompt)
+    else:
+        request.text = args.prompt
+    request.stopping.max_tokens = args.max_tokens
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        try:
+            async for message in pb_grpc.InferenceStub(channel).StreamGenerate(request):
+                print(message.text, end="", flush=True)
+                if message.HasField("finish"):
+                    print(f"\n[{pb.StopReason.Name(message.finish.reason)}, "
+                          f"{message.finish.usage.completion_tokens} tokens]")
+        except grpc.aio.AioRpcError as exc:
+            print(f"mlxrpc: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Routes of the OpenAI REST sidecar; every generation goes through the gRPC stubs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..v1 import inference_pb2 as pb
+from . import sse, translate
+from .errors import ApiError, from_rpc_error, from_validation_error
+from .schema import ChatCompletionRequest, CompletionRequest
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+UPSTREAM = web.AppKey("upstream", Upstream)
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Every failure leaves as OpenAI's error body with the mapped HTTP status."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error.response()
+    except grpc.aio.AioRpcError as error:
+        return from_rpc_error(error).response()
+    except web.HTTPRequestEntityTooLarge as error:
+        return ApiError(413, error.text or "request body too large", code="body_too_large").response()
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return ApiError(error.status, error.reason, code=error.reason.lower().replace(" ", "_")).response()
+
+
+async def _parse(request: web.Request, schema: type[BaseModel]) -> Any:
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body: ChatCompletionRequest = await _parse(request, ChatCompletionRequest)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    proto = translate.chat_to_proto(body, completion_id)
+    created = int(time.time())
+    upstream = request.app[UPSTREAM]
+    want_logprobs = bool(body.logprobs or body.top_logprobs)
+    if not body.stream:
+        reply = await upstream.inference.Generate(proto)
+        return web.json_response(
+            translate.chat_response(reply, completion_id, created, want_logprobs)
+        )
+
+    def on_message(model: str, message: pb.GenerateStreamResponse) -> list[dict]:
+        finish = translate.finish_reason(message.finish) if message.HasField("finish") else None
+        if not (message.text or finish or message.logprobs):
+            return []
+        logprobs = translate.chat_logprobs(list(message.logprobs)) if want_logprobs else None
+        return [translate.chat_chunk(completion_id, created, model,
+                                     {"content": message.text}, finish, logprobs)]
+
+    def first(model: str) -> list[dict]:
+        return [translate.chat_chunk(completion_id, created, model,
+                                     {"role": "assistant", "content": ""})]
+
+    return await _stream(request, upstream, proto, first, on_message,
+                         _usage_tail(body, completion_id, created, "chat.completion.chunk"))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body: CompletionRequest = await _parse(request, CompletionRequest)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    proto = translate.completion_to_proto(body, completion_id)
+    created = int(time.time())
+    upstream = request.app[UPSTREAM]
+    echo = proto.text if body.echo and proto.WhichOneof("input") == "text" else ""
+    want_logprobs = body.logprobs is not None
+    if not body.stream:
+        reply = await upstream.inference.Generate(proto)
+        return web.json_response(
+            translate.completion_response(reply, completion_id, created, echo, want_logprobs)
+        )
+    offset = [len(echo)]
+
+    def on_message(model: str, message: pb.GenerateStreamResponse) -> list[dict]:
+        finish = translate.finish_reason(message.finish) if message.HasField("finish") else None
+        if not (message.text or finish or message.logprobs):
+            return []
+        logprobs = None
+        if want_logprobs:
+            logprobs = translate.completion_logprobs(list(message.logprobs), offset[0])
+        offset[0] += len(message.text)
+        return [translate.completion_chunk(completion_id, created, model, message.text,
+                                           finish, logprobs)]
+
+    def first(model: str) -> list[dict]:
+        return [translate.completion_chunk(completion_id, created, model, echo)] if echo else []
+
+    return await _stream(request, upstream, proto, first, on_message,
+                         _usage_tail(body, completion_id, created, "text_completion"))
+
+
+def _usage_tail(body: Any, completion_id: str, created: int, obj: str) -> Callable:
+    include = bool(body.stream_options and body.stream_options.include_usage)
+
+    def tail(model: str, finish: pb.Finish) -> list[dict]:
+        if not include:
+            return []
+        return [translate.usage_chunk(completion_id, created, model, obj, finish.usage)]
+
+    return tail
+
+
+async def _stream(
+    request: web.Request,
+    upstream: Upstream,
+    proto: pb.GenerateRequest,
+    first: Callable[[str], list[dict]],
+    on_message: Callable[[str, pb.GenerateStreamResponse], list[dict]],
+    tail: Callable[[str, pb.Finish], list[dict]],
+) -> web.StreamResponse:
+    """Relays one StreamGenerate call as SSE.
+
+    The first message is awaited before any byte is sent, so refusals become a
+    proper HTTP error; later failures go in-band as an error event + [DONE].
+    A client that goes away cancels the gRPC call, which frees the engine slot.
+    """
+    call = upstream.inference.StreamGenerate(proto)
+    messages: AsyncIterator[pb.GenerateStreamResponse] = call.__aiter__()
+    try:
+        try:
+            head = await messages.__anext__()
+        except StopAsyncIteration:
+            raise ApiError(502, "the engine closed the stream without a result") from None
+        model = head.model
+        response = await sse.open_stream(request)
+        payloads = first(model) + on_message(model, head)
+        finish = head.finish if head.HasField("finish") else None
+        if payloads:
+            await response.write(b"".join(sse.encode(p) for p in payloads))
+        try:
+            while finish is None:
+                message = await messages.__anext__()
+                payloads = on_message(model, message)
+                if payloads:
+                    await response.write(b"".join(sse.encode(p) for p in payloads))
+                if message.HasField("finish"):
+                    finish = message.finish
+            payloads = tail(model, finish)
+            await response.write(b"".join(sse.encode(p) for p in payloads) + sse.DONE)
+        except grpc.aio.AioRpcError as error:
+            await response.write(sse.encode(from_rpc_error(error).body()) + sse.DONE)
+        except StopAsyncIteration:
+            error = ApiError(502, "the engine ended the stream early")
+            await response.write(sse.encode(error.body()) + sse.DONE)
+        await response.write_eof()
+        return response
+    finally:
+        call.cancel()  # no-op once the call has finished
+
+
+async def list_models(request: web.Request) -> web.Response:
+    reply = await request.app[UPSTREAM].inference.ListModels(pb.ListModelsRequest())
+    return web.json_response(
+        {"object": "list", "data": [translate.model_object(m) for m in reply.models]}
+    )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    model = await request.app[UPSTREAM].inference.ModelInfo(
+        pb.ModelInfoRequest(model=request.match_info["model"])
+    )
+    return web.json_response(translate.model_object(model))
+
+
+async def health(request: web.Request) -> web.Response:
+    if await request.app[UPSTREAM].serving():
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "unavailable"}, status=503)
+
+
+def create_app(upstreams: list[str], max_body_bytes: int) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[openai_errors])
+
+    async def connect(app: web.Application) -> AsyncIterator[None]:
+        app[UPSTREAM] = Upstream(upstreams, max_body_bytes)
+        yield
+        await app[UPSTREAM].close()
+
+    app.cleanup_ctx.append(connect)
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/completions", completions)
+        app.router.add_get(f"{prefix}/models", list_models)
+        app.router.add_get(prefix + "/models/{model:.+}", get_model)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def start_app(app: web.Application, host: str, port: int, *, reuse_port: bool = False,
+                    grace: float = 30.0) -> tuple[web.AppRunner, int]:
+    """Serves ``app``; returns the runner and the bound port (port 0 picks one).
+
+    ``runner.cleanup()`` then drains: in-flight responses get ``grace`` seconds.
+    """
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=grace)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound
+

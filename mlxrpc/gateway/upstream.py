@@ -1,0 +1,59 @@
+"""The sidecar's gRPC client side: one channel to one or several engines."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ..v1 import inference_pb2_grpc as pb_grpc
+
+
+def channel_target(upstreams: list[str]) -> str:
+    """One gRPC target for a list of engines.
+
+    A single address (``host:port``, ``unix:path``, ``dns:///name``) is used as
+    is; several ``host:port`` addresses become an ``ipv4:``/``ipv6:`` address
+    list that gRPC's round_robin policy balances over.
+    """
+    if not upstreams:
+        raise ValueError("at least one upstream engine address is required")
+    if len(upstreams) == 1:
+        return upstreams[0]
+    if any(":" not in u or u.startswith(("unix:", "dns:", "ipv4:", "ipv6:")) for u in upstreams):
+        raise ValueError("several upstreams must all be plain host:port addresses")
+    scheme = "ipv6" if all(u.startswith("[") for u in upstreams) else "ipv4"
+    return f"{scheme}:" + ",".join(upstreams)
+
+
+class Upstream:
+    """Stubs over one channel; create inside the event loop that uses them."""
+
+    def __init__(self, upstreams: list[str], max_message_bytes: int) -> None:
+        service_config = {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ""},
+        }
+        self.channel = grpc.aio.insecure_channel(
+            channel_target(upstreams),
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.service_config", json.dumps(service_config)),
+                ("grpc.enable_retries", 1),
+                ("grpc.keepalive_time_ms", 30_000),
+            ],
+        )
+        self.inference = pb_grpc.InferenceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    async def serving(self, timeout: float = 2.0) -> bool:
+        try:
+            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def close(self) -> None:
+        await self.channel.close()

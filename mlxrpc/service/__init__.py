@@ -1,0 +1,1 @@
+"""The gRPC surface: proto ⇄ engine translation, status codes, the grpc.aio server."""

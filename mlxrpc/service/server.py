@@ -1,0 +1,91 @@
+"""The grpc.aio server: inference, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..engine.loop import Engine
+from ..settings import Settings
+from ..v1 import inference_pb2 as pb
+from ..v1 import inference_pb2_grpc as pb_grpc
+from .servicer import InferenceServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        # Keep idle client connections alive through proxies, and refuse abusive pings.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServer:
+    """Serves ``engine`` on gRPC. Health stays NOT_SERVING until ``mark_ready``."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(options=server_options(settings))
+        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(engine), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Binds and starts; returns the bound port (useful with port 0)."""
+        await self._set_all(NOT_SERVING)
+        self.port = self._server.add_insecure_port(f"{_bracket(host)}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        await self._server.start()
+        log.info("gRPC listening on %s:%d", host, self.port)
+        return self.port
+
+    def add_listener(self, address: str) -> None:
+        """An extra address (e.g. ``unix:/path``) for co-located sidecars; before start."""
+        self._server.add_insecure_port(address)
+
+    async def mark_ready(self) -> None:
+        await self._set_all(SERVING)
+        for model in self.engine.describe_models():
+            for name in (model.id, *model.aliases):
+                await self.health.set(name, SERVING)
+
+    async def mark_failed(self) -> None:
+        await self._set_all(NOT_SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Graceful stop: NOT_SERVING, no new requests, in-flight ones get ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        self.engine.stop_accepting()
+        await self._server.stop(grace)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def _set_all(self, status: int) -> None:
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,0 +1,130 @@
+"""The mlxrpc.v1.Inference servicer: requests in, engine events out as messages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ..engine.errors import EngineError, invalid
+from ..engine.loop import Engine, RequestHandle
+from ..engine.prompts import render_chat
+from ..v1 import inference_pb2 as pb
+from ..v1 import inference_pb2_grpc as pb_grpc
+from . import convert
+from .status import abort_with
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _submit(self, request: pb.GenerateRequest) -> RequestHandle:
+        return self._engine.submit(convert.to_generation_request(request))
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        handle = None
+        try:
+            handle = self._submit(request)
+            response = pb.GenerateResponse(request_id=handle.request_id, model=handle.model_id)
+            texts = []
+            async for chunk in handle:
+                texts.append(chunk.text)
+                response.token_ids.extend(chunk.token_ids)
+                response.logprobs.extend(convert.to_logprobs(chunk.logprobs))
+                if chunk.input is not None:
+                    response.input.token_ids.extend(chunk.input.token_ids)
+                    response.input.text = chunk.input.text
+                if chunk.finish is not None:
+                    response.finish.CopyFrom(convert.to_finish(chunk.finish))
+            response.text = "".join(texts)
+            return response
+        except EngineError as error:
+            await abort_with(context, error)
+        finally:
+            if handle is not None:
+                handle.cancel()  # no-op once finished; frees the slot on cancellation
+
+    async def StreamGenerate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        handle = None
+        try:
+            handle = self._submit(request)
+            first = True
+            async for chunk in handle:
+                message = convert.to_stream_response(chunk)
+                if first:
+                    message.request_id = handle.request_id
+                    message.model = handle.model_id
+                    first = False
+                yield message
+        except EngineError as error:
+            await abort_with(context, error)
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[convert.to_model(d) for d in self._engine.describe_models()]
+        )
+
+    async def ModelInfo(
+        self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Model:
+        try:
+            return convert.to_model(self._engine.registry.get(request.model).describe())
+        except EngineError as error:
+            await abort_with(context, error)
+
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenizeResponse:
+        try:
+            tokenizer = self._engine.registry.get(request.model).tokenizer
+            which = request.WhichOneof("input")
+            if which == "chat":
+                text = render_chat(tokenizer, convert.chat_to_prompt(request.chat))
+                ids = tokenizer.encode(text, add_special_tokens=False)
+            elif which == "text":
+                add_special = (
+                    request.add_special_tokens if request.HasField("add_special_tokens") else True
+                )
+                ids = tokenizer.encode(request.text, add_special_tokens=add_special)
+            else:
+                raise invalid("input", "one of text or chat is required")
+            return pb.TokenizeResponse(
+                token_ids=ids, tokens=tokenizer.convert_ids_to_tokens(ids)
+            )
+        except EngineError as error:
+            await abort_with(context, error)
+
+    async def Detokenize(
+        self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DetokenizeResponse:
+        try:
+            model = self._engine.registry.get(request.model)
+            bad = [t for t in request.token_ids if t >= model.vocab_size]
+            if bad:
+                raise invalid("token_ids", f"token id {bad[0]} is outside the vocabulary")
+            text = model.tokenizer.decode(
+                list(request.token_ids), skip_special_tokens=request.skip_special_tokens
+            )
+            return pb.DetokenizeResponse(text=text)
+        except EngineError as error:
+            await abort_with(context, error)
+
+    async def Abort(
+        self, request: pb.AbortRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbortResponse:
+        if not request.request_id:
+            await abort_with(context, invalid("request_id", "request_id is required"))
+        return pb.AbortResponse(found=self._engine.abort(request.request_id))
