@@ -168,6 +168,8 @@ class Engine:
         self._peak_running = 0
         self._steps = 0
         self._generated = 0
+        self._idle = threading.Event()
+        self._idle.set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -284,6 +286,10 @@ class Engine:
     def reset_peak(self) -> None:
         self._peak_running = 0
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Blocks until no request is admitted or queued on the engine thread."""
+        return self._idle.wait(timeout)
+
     # ------------------------------------------------------------ internals (any thread)
 
     def _post(self, command: tuple) -> None:
@@ -306,6 +312,8 @@ class Engine:
                     if len(batch):
                         self._step(model_id, batch)
                 self._flush()
+                if not self._active:
+                    self._idle.set()
         except BaseException as exc:  # the thread must never die silently
             log.exception("engine thread failed")
             self._failed = exc
@@ -324,13 +332,17 @@ class Engine:
             self._fail_model(model_id, error)
 
     def _drain_commands(self) -> bool:
-        """Applies queued commands; blocks only while idle. False on stop."""
-        busy = any(len(b) for b in self._batches.values())
+        """Applies queued commands, blocking for the first one only while idle.
+
+        Returns False on stop.
+        """
+        block = not any(len(b) for b in self._batches.values())
         while True:
             try:
-                command = self._commands.get(block=not busy)
+                command = self._commands.get(block=block)
             except queue.Empty:
                 return True
+            block = False
             kind = command[0]
             if kind == "stop":
                 return False
@@ -344,7 +356,6 @@ class Engine:
                     future.set_result(fn())
                 except BaseException as exc:
                     future.set_exception(exc)
-            busy = any(len(b) for b in self._batches.values())
 
     def _batch_for(self, model: LoadedModel) -> ModelBatch:
         batch = self._batches.get(model.id)
@@ -387,6 +398,7 @@ class Engine:
             a.pending.input = InputDetails(token_ids=list(a.prompt_ids), text=a.prompt_text)
         self._active[a.handle] = a
         self._by_uid[(a.model.id, a.uid)] = a
+        self._idle.clear()
 
     def _abort(self, handle: RequestHandle) -> None:
         a = self._active.pop(handle, None)

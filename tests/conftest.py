@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny locally built models and real servers on loopback port 0.
+
+A ``Stack`` is the real wiring of ``mlxrpc serve`` (engine + grpc.aio server,
+and the aiohttp sidecar in front of it) running on its own event loop in a
+background thread, so tests can use sync and async clients alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlxrpc.demo_model import DEMO_SPEC, TextModelSpec, ensure_text_model
+from mlxrpc.engine.loop import Engine
+from mlxrpc.settings import Settings
+
+# A qwen3 with a short context, for context-length errors.
+QWEN_SPEC = TextModelSpec(architecture="qwen3", max_position_embeddings=256, seed=1)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_text_model(tmp_path_factory.mktemp("models") / "llama", DEMO_SPEC)
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_text_model(tmp_path_factory.mktemp("models") / "qwen3", QWEN_SPEC)
+
+
+class LoopThread:
+    """An event loop in a daemon thread; ``run`` executes a coroutine there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any, timeout: float = 120) -> Any:
+        future: Future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    engine: Engine
+    grpc_target: str
+    http_base: str = ""
+    _thread: LoopThread | None = None
+    _stoppers: list[Callable] = field(default_factory=list)
+
+    def wait_idle(self, timeout: float = 10) -> None:
+        assert self.engine.wait_idle(timeout), f"engine still busy: {self.engine.stats()}"
+
+
+def start_stack(models: list[str], *, http: bool = True, **overrides: Any) -> Stack:
+    from mlxrpc.gateway.app import create_app, start_app
+    from mlxrpc.serve import start_engine_server
+
+    settings = Settings(model=models, host="127.0.0.1", grpc_port=0, http_port=0, **overrides)
+    thread = LoopThread()
+    server = thread.run(start_engine_server(settings))
+    stack = Stack(settings, server.engine, f"127.0.0.1:{server.grpc_port}", _thread=thread)
+    stack._stoppers.append(lambda: thread.run(server.stop(1.0)))
+    if http:
+        app = create_app([stack.grpc_target], settings.max_message_bytes)
+        runner, port = thread.run(start_app(app, "127.0.0.1", 0, grace=1.0))
+        stack.http_base = f"http://127.0.0.1:{port}"
+        stack._stoppers.insert(0, lambda: thread.run(runner.cleanup()))
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    for stop in stack._stoppers:
+        stop()
+    assert stack._thread is not None
+    stack._thread.close()
+
+
+@pytest.fixture(scope="session")
+def stack(model_dir: Path, qwen_dir: Path) -> Iterator[Stack]:
+    """The shared server: llama demo model (also "default") and a short-context qwen3."""
+    s = start_stack([f"llama={model_dir}", f"qwen={qwen_dir}"], max_tokens=256, max_num_seqs=16)
+    yield s
+    stop_stack(s)
+
+
+@pytest.fixture
+def make_stack(model_dir: Path) -> Iterator[Callable[..., Stack]]:
+    """Starts a private server with custom settings; stopped after the test."""
+    started: list[Stack] = []
+
+    def make(**overrides: Any) -> Stack:
+        s = start_stack([f"llama={model_dir}"], **overrides)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        stop_stack(s)

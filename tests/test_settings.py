@@ -1,0 +1,45 @@
+"""Settings precedence: CLI > MLXRPC_* environment > defaults."""
+
+import pytest
+
+from mlxrpc.cli import build_parser
+from mlxrpc.settings import Settings, resolve_workers
+
+
+def resolve(argv: list[str], env: dict[str, str]) -> Settings:
+    args = build_parser().parse_args(["serve", *argv])
+    return Settings.resolve({k: v for k, v in vars(args).items() if v is not None}, env)
+
+
+def test_defaults_apply_when_nothing_is_set() -> None:
+    s = resolve([], {})
+    assert (s.grpc_port, s.http_port, s.max_tokens, s.stream_interval) == (50051, 8000, 32768, 1)
+
+
+def test_environment_overrides_defaults() -> None:
+    s = resolve([], {"MLXRPC_MAX_TOKENS": "99", "MLXRPC_WORKERS": "0.5", "MLXRPC_MODEL": "a,b"})
+    assert s.max_tokens == 99 and s.workers == "0.5" and s.model == ["a", "b"]
+
+
+def test_cli_overrides_environment() -> None:
+    s = resolve(["--max-tokens", "7", "--model", "x", "--workers", "3"],
+                {"MLXRPC_MAX_TOKENS": "99", "MLXRPC_MODEL": "a", "MLXRPC_WORKERS": "2"})
+    assert s.max_tokens == 7 and s.model == ["x"] and s.workers == "3"
+
+
+def test_bad_environment_value_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="MLXRPC_GRPC_PORT"):
+        resolve([], {"MLXRPC_GRPC_PORT": "many"})
+
+
+@pytest.mark.parametrize(("spec", "cores", "expected"), [
+    ("4", 8, 4), ("1.0", 8, 8), ("0.5", 8, 4), ("0.1", 2, 1), ("1", 2, 1),
+])
+def test_workers_count_or_fraction_of_cores(spec: str, cores: int, expected: int) -> None:
+    assert resolve_workers(spec, cores) == expected
+
+
+@pytest.mark.parametrize("spec", ["0", "-1", "1.5", "lots"])
+def test_invalid_workers_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        resolve_workers(spec, 4)
