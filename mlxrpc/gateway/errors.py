@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from aiohttp import web
 from google.rpc import error_details_pb2
@@ -93,8 +95,22 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiError:
     return ApiError(status, message, param=param, code=code)
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z]\w*)$")
+
+
+def _param(loc: tuple) -> str | None:
+    """``messages[0].content`` from pydantic's loc, without its union-member tags."""
+    param = ""
+    for part in loc:
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif not _UNION_TAG.match(part):
+            param += f".{part}" if param else part
+    return param or None
+
+
 def from_validation_error(error: ValidationError) -> ApiError:
     first = error.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
+    param = _param(first["loc"])
     message = f"{param}: {first['msg']}" if param else first["msg"]
     return ApiError(400, message, param=param, code="invalid_value")
