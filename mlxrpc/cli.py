@@ -26,6 +26,8 @@ _HELP = {
     "prefill_batch_size": "prompts processed together (default 8)",
     "prefill_step_size": "prompt tokens per model call (default 2048)",
     "max_queue": "requests waiting for a slot before new ones are refused (default 256)",
+    "prompt_cache_size": "prefix cache entries kept for reuse (default 16; 0 disables)",
+    "prompt_cache_bytes": "prefix cache size bound in bytes (default 2 GiB)",
     "temperature": "default sampling temperature (default 1.0)",
     "top_p": "default nucleus sampling mass (default 1.0)",
     "top_k": "default top-k (default 0 = off)",

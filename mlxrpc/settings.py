@@ -38,6 +38,10 @@ class Settings:
     prefill_step_size: int = 2048
     # Requests waiting for a batch slot before new ones get RESOURCE_EXHAUSTED.
     max_queue: int = 256
+    # Prefix cache: KV caches of finished sequences kept for reuse, bounded by
+    # entries and bytes (0 disables it).
+    prompt_cache_size: int = 16
+    prompt_cache_bytes: int = 2 * 1024**3
     # Default sampling for requests that leave these unset.
     temperature: float = 1.0
     top_p: float = 1.0

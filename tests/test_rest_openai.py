@@ -40,7 +40,7 @@ def test_chat_completion_non_streaming(client: openai.OpenAI) -> None:
     assert choice.finish_reason == "length"
     assert r.usage.completion_tokens == 10
     assert r.usage.total_tokens == r.usage.prompt_tokens + 10
-    assert r.usage.prompt_tokens_details.cached_tokens == 0
+    assert 0 <= r.usage.prompt_tokens_details.cached_tokens < r.usage.prompt_tokens
 
 
 def test_chat_streaming_matches_non_streaming(client: openai.OpenAI) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 from .sampling import LogitsProcessor, Sampler
 
@@ -28,10 +29,22 @@ class StepToken:
 
 
 class ModelBatch:
-    """The running batch of one model: sequences join and leave between steps."""
+    """The running batch of one model: sequences join and leave between steps.
+
+    With a prompt cache, the KV cache of every sequence that ends is kept
+    (mlx-lm's LRU trie, bounded by entries and bytes); a new prompt sharing a
+    prefix with one of them starts from a copy and prefills only the rest.
+    """
 
     def __init__(
-        self, model: Any, *, max_num_seqs: int, prefill_batch_size: int, prefill_step_size: int
+        self,
+        model: Any,
+        *,
+        max_num_seqs: int,
+        prefill_batch_size: int,
+        prefill_step_size: int,
+        prompt_cache_size: int = 0,
+        prompt_cache_bytes: int = 0,
     ) -> None:
         self._generator = BatchGenerator(
             model,
@@ -40,6 +53,11 @@ class ModelBatch:
             prefill_step_size=prefill_step_size,
         )
         self._live: set[int] = set()
+        self._prompt_cache = (
+            LRUPromptCache(max_size=prompt_cache_size, max_bytes=prompt_cache_bytes)
+            if prompt_cache_size > 0 and prompt_cache_bytes > 0
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self._live)
@@ -52,23 +70,56 @@ class ModelBatch:
         sampler: Sampler,
         processors: list[LogitsProcessor],
         stop_token_ids: list[int],
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Queues a sequence; returns (uid, prompt tokens served from the prompt cache)."""
         stops = StopSequences([(t,) for t in stop_token_ids]) if stop_token_ids else StopSequences()
+        cache, rest = self._fetch(prompt)
+        cached = len(prompt) - len(rest)
         (uid,) = self._generator.insert(
-            [prompt],
+            [rest],
             max_tokens=[max_tokens],
+            caches=[cache] if cache is not None else None,
+            all_tokens=[prompt[:cached]],
             samplers=[sampler],
             logits_processors=[processors],
             stop_sequences=[stops],
         )
         self._live.add(uid)
-        return uid
+        return uid, cached
 
-    def remove(self, uids: list[int]) -> None:
+    def remove(self, uids: list[int], *, keep_cache: bool = False) -> None:
+        """Drops sequences; ``keep_cache`` saves their KV caches for reuse first."""
         uids = [u for u in uids if u in self._live]
         if uids:
-            self._generator.remove(uids)
+            caches = self._generator.remove(uids, return_prompt_caches=keep_cache and self.caching)
+            for cache, tokens in caches.values():
+                self._store(tokens, cache)
             self._live.difference_update(uids)
+
+    @property
+    def caching(self) -> bool:
+        return self._prompt_cache is not None
+
+    @property
+    def cache_bytes(self) -> int:
+        return self._prompt_cache.nbytes if self._prompt_cache is not None else 0
+
+    def _fetch(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
+        if self._prompt_cache is None:
+            return None, prompt
+        cache, rest = self._prompt_cache.fetch_nearest_cache(None, prompt)
+        if cache is not None and not rest:
+            # The whole prompt is cached: recompute its last token, which
+            # produces the first logits.
+            if not can_trim_prompt_cache(cache):
+                return None, prompt
+            trim_prompt_cache(cache, 1)
+            rest = prompt[-1:]
+        return cache, rest
+
+    def _store(self, tokens: list[int] | None, cache: list[Any] | None) -> None:
+        if self._prompt_cache is not None and tokens and cache:
+            self._prompt_cache.insert_cache(None, list(tokens), cache)
 
     def step(self) -> tuple[list[int], list[StepToken]]:
         """One scheduling step: (uids whose prefill progressed, generated tokens)."""
@@ -77,6 +128,7 @@ class ModelBatch:
         for r in generated:
             if r.finish_reason is not None:
                 self._live.discard(r.uid)
+                self._store(r.all_tokens, r.prompt_cache)
             tokens.append(StepToken(r.uid, r.token, r.logprobs, r.finish_reason))
         return [r.uid for r in prompt_responses], tokens
 

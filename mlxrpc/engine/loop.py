@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import itertools
 import logging
 import queue
@@ -127,6 +128,7 @@ class _Active:
     stop_token_ids: set[int]
     stop_on: list[int]
     uid: int = -1
+    cached_tokens: int = 0
     prefill_started: float | None = None
     first_token_at: float | None = None
     generated: int = 0
@@ -189,6 +191,9 @@ class Engine:
         if self._thread.is_alive():
             self._post(("stop",))
             self._thread.join(timeout)
+        # Free MLX objects caught in reference cycles now: left to interpreter
+        # finalization, MLX aborts the process ("terminate called ...").
+        gc.collect()
 
     def on_failure(self, callback: Callable[[BaseException], None]) -> None:
         """Called (from the engine thread) if the engine thread dies."""
@@ -366,6 +371,8 @@ class Engine:
                 max_num_seqs=s.max_num_seqs,
                 prefill_batch_size=s.prefill_batch_size,
                 prefill_step_size=s.prefill_step_size,
+                prompt_cache_size=s.prompt_cache_size,
+                prompt_cache_bytes=s.prompt_cache_bytes,
             )
         return batch
 
@@ -384,7 +391,7 @@ class Engine:
                 presence_penalty=s.presence_penalty,
                 frequency_penalty=s.frequency_penalty,
             )
-            a.uid = self._batch_for(a.model).insert(
+            a.uid, a.cached_tokens = self._batch_for(a.model).insert(
                 a.prompt_ids, max_tokens=a.max_tokens, sampler=sampler,
                 processors=processors, stop_token_ids=a.stop_on,
             )
@@ -432,7 +439,7 @@ class Engine:
                 self._active.pop(a.handle, None)
                 self._by_uid.pop((model_id, token.uid), None)
         self._generated += len(tokens)
-        batch.remove(finished)  # sequences that stopped on a stop string
+        batch.remove(finished, keep_cache=True)  # sequences that stopped on a stop string
 
     def _on_token(self, a: _Active, t: StepToken, now: float) -> bool:
         """Folds one token into the request's pending chunk; True when it finished."""
@@ -481,7 +488,11 @@ class Engine:
             reason=reason,
             stop_sequence=stop_sequence,
             stop_token_id=token if reason in (StopReason.EOS, StopReason.STOP_TOKEN) else None,
-            usage=Usage(prompt_tokens=len(a.prompt_ids), completion_tokens=a.generated),
+            usage=Usage(
+                prompt_tokens=len(a.prompt_ids),
+                completion_tokens=a.generated,
+                cached_tokens=a.cached_tokens,
+            ),
             timings=Timings(
                 queue_seconds=(a.prefill_started or first) - a.arrival,
                 time_to_first_token_seconds=first - a.arrival,
