@@ -66,7 +66,8 @@ async def sweep_sse(url: str, levels: list[int], tokens: int, extra: dict) -> di
     results = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600),
                                      connector=aiohttp.TCPConnector(limit=0)) as session:
-        await sse_stream(session, url, 0, 4, extra)  # warm up
+        for n in levels:  # the same prompts once first, so every server warms its caches alike
+            await asyncio.gather(*(sse_stream(session, url, i, 4, extra) for i in range(n)))
         for n in levels:
             start = time.perf_counter()
             done = await asyncio.gather(*(sse_stream(session, url, i, tokens, extra) for i in range(n)))
@@ -78,7 +79,8 @@ async def sweep_grpc(port: int, levels: list[int], tokens: int) -> dict[int, tup
     results = {}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
-        await grpc_stream(stub, 0, 4)
+        for n in levels:
+            await asyncio.gather(*(grpc_stream(stub, i, 4) for i in range(n)))
         for n in levels:
             start = time.perf_counter()
             done = await asyncio.gather(*(grpc_stream(stub, i, tokens) for i in range(n)))

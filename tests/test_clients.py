@@ -1,0 +1,32 @@
+"""The examples in clients/ run against a real server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import Stack
+
+CLIENTS = Path(__file__).resolve().parents[1] / "clients"
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_grpc_example(stack: Stack) -> None:
+    out = run(sys.executable, str(CLIENTS / "grpc_stream.py"), "--target", stack.grpc_target)
+    assert "tokens/s" in out and "error: NOT_FOUND" in out
+
+
+def test_openai_sdk_example(stack: Stack) -> None:
+    out = run(sys.executable, str(CLIENTS / "openai_sdk.py"), "--base-url", f"{stack.http_base}/v1")
+    assert "['llama', 'qwen']" in out and "tokens" in out
+
+
+def test_curl_example(stack: Stack) -> None:
+    out = run("bash", str(CLIENTS / "curl.sh"), stack.http_base)
+    assert '{"status": "ok"}' in out and "data: [DONE]" in out and "text_completion" in out
