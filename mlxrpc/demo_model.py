@@ -41,12 +41,21 @@ CHAT_TEMPLATE = (
     "'\\n</tool_response><|im_end|>\\n' }}"
     "{%- else %}{{- '<|im_start|>' + message.role + '\\n' }}"
     "{%- if message.content is string %}{{- message.content }}{%- endif %}"
-    "{%- if message.tool_calls %}{%- for tc in message.tool_calls %}"
-    "{{- '<tool_call>\\n{\"name\": \"' + tc.function.name + '\", \"arguments\": ' }}"
-    "{%- if tc.function.arguments is string %}{{- tc.function.arguments }}"
-    "{%- else %}{{- tc.function.arguments | tojson }}{%- endif %}"
+    "{%- if message.tool_calls %}{%- for tool_call in message.tool_calls %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
+    "{{- '<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}"
+    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}"
+    "{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}"
     "{{- '}\\n</tool_call>' }}{%- endfor %}{%- endif %}"
     "{{- '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# ChatML without tools, for a model whose template has no tool-call format.
+PLAIN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
@@ -77,6 +86,7 @@ class TextModelSpec:
     max_position_embeddings: int = 2048
     dtype: str = "float32"
     seed: int = 0
+    chat_template: str = CHAT_TEMPLATE
     extra_config: dict = field(default_factory=dict)
 
     def fingerprint(self) -> str:
@@ -159,7 +169,7 @@ def build_text_model(dest: Path, spec: TextModelSpec) -> Path:
                 "pad_token": BOS,
                 "add_bos_token": False,
                 "model_max_length": spec.max_position_embeddings,
-                "chat_template": CHAT_TEMPLATE,
+                "chat_template": spec.chat_template,
             },
             indent=2,
         )

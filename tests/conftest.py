@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from mlxrpc.demo_model import DEMO_SPEC, TextModelSpec, ensure_text_model
+from mlxrpc.demo_model import DEMO_SPEC, PLAIN_CHAT_TEMPLATE, TextModelSpec, ensure_text_model
 from mlxrpc.engine.loop import Engine
 from mlxrpc.settings import Settings
 
-# A qwen3 with a short context, for context-length errors.
-QWEN_SPEC = TextModelSpec(architecture="qwen3", max_position_embeddings=256, seed=1)
+# A qwen3 with a short context (context-length errors) and no tool format.
+QWEN_SPEC = TextModelSpec(architecture="qwen3", max_position_embeddings=256, seed=1,
+                          chat_template=PLAIN_CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="session")

@@ -79,10 +79,19 @@ async def test_prompt_longer_than_the_context_is_refused(stub) -> None:
     assert "256" in error.details()
 
 
-async def test_reserved_features_are_unimplemented_not_ignored(stub) -> None:
-    request = text_request()
-    request.response_format.json_object.SetInParent()
-    await expect_error(stub.Generate(request), grpc.StatusCode.UNIMPLEMENTED)
+async def test_regex_and_choice_formats_over_grpc(stub) -> None:
+    import re
+
+    request = text_request(max_tokens=30, temperature=1.0)
+    request.response_format.regex = r"[0-9]{3}-[a-z]{2,4}"
+    reply = await stub.Generate(request)
+    assert re.fullmatch(r"[0-9]{3}-[a-z]{2,4}", reply.text), reply.text
+    request = text_request(max_tokens=30, temperature=1.0)
+    request.response_format.choice.choices.extend(["red", "green", "blue"])
+    assert (await stub.Generate(request)).text in {"red", "green", "blue"}
+    request.response_format.regex = "[unclosed"
+    error = await expect_error(stub.Generate(request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert bad_request_field(error) == "response_format.regex"
 
 
 async def test_cancelling_a_stream_frees_its_slot(stub, stack: Stack) -> None:

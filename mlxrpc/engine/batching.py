@@ -28,6 +28,10 @@ class StepToken:
     finish_reason: str | None
 
 
+def _skip_context(processor: LogitsProcessor, skip: int) -> LogitsProcessor:
+    return lambda tokens, logits: processor(tokens[skip:], logits)
+
+
 class ModelBatch:
     """The running batch of one model: sequences join and leave between steps.
 
@@ -75,6 +79,10 @@ class ModelBatch:
         stops = StopSequences([(t,) for t in stop_token_ids]) if stop_token_ids else StopSequences()
         cache, rest = self._fetch(prompt)
         cached = len(prompt) - len(rest)
+        if cached:
+            # mlx-lm's token context starts with the cached prompt tokens; show
+            # processors (penalties) the same context as an uncached run.
+            processors = [_skip_context(p, cached) for p in processors]
         (uid,) = self._generator.insert(
             [rest],
             max_tokens=[max_tokens],

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..settings import Settings
 from .batching import ModelBatch, StepToken
-from .errors import EngineError, ErrorCode
+from .errors import EngineError, ErrorCode, invalid
 from .params import (
     ResolvedSampling,
     resolve_max_tokens,
@@ -36,7 +36,10 @@ from .prompts import tokenize_prompt
 from .registry import LoadedModel, ModelRegistry, ModelSource, load_model
 from .sampling import make_request_processors, make_request_sampler
 from .stopping import StopStringMatcher
+from .structured import GrammarProcessor, check_grammar, grammar_for, tool_call_grammar
+from .tools import ToolCallExtractor, tool_markers
 from .types import (
+    ChatPrompt,
     Chunk,
     Finish,
     GenerationRequest,
@@ -45,6 +48,7 @@ from .types import (
     StopReason,
     Timings,
     TokenLogprob,
+    ToolChoice,
     Usage,
 )
 
@@ -127,6 +131,8 @@ class _Active:
     arrival: float
     stop_token_ids: set[int]
     stop_on: list[int]
+    grammar: str | None = None
+    tool_format: tuple | None = None
     uid: int = -1
     cached_tokens: int = 0
     prefill_started: float | None = None
@@ -134,6 +140,7 @@ class _Active:
     generated: int = 0
     detokenizer: Any = None
     matcher: StopStringMatcher | None = None
+    tools: ToolCallExtractor | None = None
     pending: Chunk = field(default_factory=Chunk)
     pending_tokens: int = 0
 
@@ -225,6 +232,7 @@ class Engine:
         max_tokens = resolve_max_tokens(
             request.stopping.max_tokens, self.settings, len(prompt_ids), model.context_length
         )
+        grammar, tool_format = self._plan_constraints(request, model)
         stop_ids = set(request.stopping.stop_token_ids)
         stop_on = sorted(stop_ids | (set() if request.stopping.ignore_eos else set(model.eos_token_ids)))
 
@@ -258,9 +266,48 @@ class Engine:
             arrival=time.perf_counter(),
             stop_token_ids=stop_ids,
             stop_on=stop_on,
+            grammar=grammar,
+            tool_format=tool_format,
         )
         self._post(("admit", active))
         return handle
+
+    @staticmethod
+    def _plan_constraints(
+        request: GenerationRequest, model: LoadedModel
+    ) -> tuple[str | None, tuple | None]:
+        """(grammar to enforce, tool-call format to extract); refuses what cannot be done."""
+        tools = request.prompt.tools if isinstance(request.prompt, ChatPrompt) else None
+        choice = request.tool_choice
+        forced = choice in (ToolChoice.REQUIRED, ToolChoice.FUNCTION)
+        if forced and not tools:
+            raise invalid("tool_choice", f"tool_choice '{choice.value}' needs tools")
+        markers = None
+        if tools:
+            markers = tool_markers(model.tokenizer)
+            if markers is None:
+                raise invalid("tools", f"the chat template of '{model.id}' has no tool-call format")
+        grammar = field = None
+        if request.response_format is not None:
+            if forced:
+                raise invalid("response_format", "response_format cannot be combined with a forced tool call")
+            grammar, field = grammar_for(request.response_format)
+        elif forced:
+            assert tools is not None and markers is not None
+            selected = tools
+            if choice is ToolChoice.FUNCTION:
+                selected = [t for t in tools if t["function"]["name"] == request.tool_function]
+                if not selected:
+                    raise invalid("tool_choice", f"tool_choice names '{request.tool_function}', "
+                                  "which is not among the tools")
+            grammar, field = tool_call_grammar(selected, markers[0], markers[1] or ""), "tools"
+        if grammar is not None:
+            if model.grammar_tokenizer is None:
+                raise EngineError(ErrorCode.UNIMPLEMENTED,
+                                  f"structured output is not available for '{model.id}'")
+            check_grammar(grammar, model.grammar_tokenizer, field or "response_format")
+        tool_format = markers if tools and choice is not ToolChoice.NONE else None
+        return grammar, tool_format
 
     def abort(self, request_id: str) -> bool:
         """Ends a running request with CANCELLED; False if no such request runs."""
@@ -391,6 +438,9 @@ class Engine:
                 presence_penalty=s.presence_penalty,
                 frequency_penalty=s.frequency_penalty,
             )
+            if a.grammar is not None:
+                processors.append(GrammarProcessor(a.model.grammar_tokenizer, a.grammar,
+                                                   a.model.vocab_size))
             a.uid, a.cached_tokens = self._batch_for(a.model).insert(
                 a.prompt_ids, max_tokens=a.max_tokens, sampler=sampler,
                 processors=processors, stop_token_ids=a.stop_on,
@@ -401,6 +451,9 @@ class Engine:
             return
         a.detokenizer = a.model.tokenizer.detokenizer
         a.matcher = StopStringMatcher(a.request.stopping.stop)
+        if a.tool_format is not None:
+            tools = a.request.prompt.tools  # type: ignore[union-attr]
+            a.tools = ToolCallExtractor(*a.tool_format, tools)
         if a.request.echo_input:
             a.pending.input = InputDetails(token_ids=list(a.prompt_ids), text=a.prompt_text)
         self._active[a.handle] = a
@@ -458,26 +511,39 @@ class Engine:
         else:
             a.detokenizer.add_token(t.token)
             text, matched = a.matcher.feed(a.detokenizer.last_segment)
-            chunk.text += text
+            chunk.text += self._visible(a, text)
             if matched is not None:
                 reason, stop_sequence = StopReason.STOP_SEQUENCE, matched
             elif t.finish_reason == "length":
                 reason = StopReason.LENGTH
-        if reason is not None and reason is not StopReason.STOP_SEQUENCE:
-            a.detokenizer.finalize()
-            text, matched = a.matcher.feed(a.detokenizer.last_segment)
-            chunk.text += text
-            if matched is not None:
-                reason, stop_sequence = StopReason.STOP_SEQUENCE, matched
-            else:
-                chunk.text += a.matcher.flush()
+        tool_calls = []
         if reason is not None:
+            if reason is not StopReason.STOP_SEQUENCE:
+                a.detokenizer.finalize()
+                text, matched = a.matcher.feed(a.detokenizer.last_segment)
+                chunk.text += self._visible(a, text)
+                if matched is not None:
+                    reason, stop_sequence = StopReason.STOP_SEQUENCE, matched
+                else:
+                    chunk.text += self._visible(a, a.matcher.flush())
+            if a.tools is not None:
+                chunk.text += a.tools.flush()
+                tool_calls, unparsed = a.tools.calls()
+                chunk.text += unparsed
+                if tool_calls and reason is not StopReason.LENGTH:
+                    reason = StopReason.TOOL_CALLS
             chunk.finish = self._finish(a, reason, stop_sequence, t.token, now)
+            chunk.finish.tool_calls = tool_calls
         if reason is not None or a.pending_tokens >= self.settings.stream_interval:
             self._send(a.handle, chunk)
             a.pending = Chunk()
             a.pending_tokens = 0
         return reason is not None
+
+    @staticmethod
+    def _visible(a: _Active, text: str) -> str:
+        """Output text minus any tool-call markup (held for parsing at the end)."""
+        return a.tools.feed(text) if a.tools is not None and text else text
 
     def _finish(
         self, a: _Active, reason: StopReason, stop_sequence: str, token: int, now: float

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError, ErrorCode, invalid, not_found
+from .structured import build_tokenizer
 from .types import ModelDescription, ModelKind
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class LoadedModel:
     config: dict[str, Any]
     created: int
     aliases: list[str] = field(default_factory=list)
+    # llguidance's view of the tokenizer, for grammars; None if it cannot be built.
+    grammar_tokenizer: Any = None
 
     @property
     def vocab_size(self) -> int:
@@ -101,6 +104,10 @@ def load_model(source: ModelSource) -> LoadedModel:
         config=config,
         created=int(time.time()),
     )
+    try:
+        loaded.grammar_tokenizer = build_tokenizer(tokenizer._tokenizer, loaded.vocab_size)
+    except Exception as exc:  # e.g. a slow (non-Rust) tokenizer
+        log.warning("structured output is off for %s: %s", source.id, exc)
     log.info("loaded %s in %.2fs", source.id, time.perf_counter() - started)
     return loaded
 

@@ -11,6 +11,8 @@ class StopStringMatcher:
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._buffer = ""
+        # The text that followed the stop string in the last matching feed.
+        self.remainder = ""
 
     def feed(self, text: str) -> tuple[str, str | None]:
         """Adds decoded text; returns (text safe to emit, the matched stop or None)."""
@@ -23,8 +25,10 @@ class StopStringMatcher:
             if at >= 0 and (found is None or at < found[0]):
                 found = (at, stop)
         if found is not None:
-            emit, self._buffer = self._buffer[: found[0]], ""
-            return emit, found[1]
+            at, stop = found
+            emit, self.remainder = self._buffer[:at], self._buffer[at + len(stop):]
+            self._buffer = ""
+            return emit, stop
         keep = self._held_back_length()
         cut = len(self._buffer) - keep
         emit, self._buffer = self._buffer[:cut], self._buffer[cut:]

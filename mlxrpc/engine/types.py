@@ -53,6 +53,23 @@ class StoppingParams:
     ignore_eos: bool = False
 
 
+@dataclass(frozen=True)
+class ResponseFormat:
+    """What the output must match; exactly one field is set."""
+
+    json_object: bool = False
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+class ToolChoice(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    FUNCTION = "function"  # the named function in GenerationRequest.tool_function
+
+
 @dataclass
 class GenerationRequest:
     model: str
@@ -63,6 +80,10 @@ class GenerationRequest:
     top_logprobs: int = 0
     echo_input: bool = False
     request_id: str = ""
+    response_format: ResponseFormat | None = None
+    # Tools themselves travel in ChatPrompt.tools (the template renders them).
+    tool_choice: ToolChoice = ToolChoice.AUTO
+    tool_function: str = ""
 
 
 class StopReason(enum.Enum):
@@ -97,12 +118,20 @@ class TokenLogprob:
 
 
 @dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass
 class Finish:
     reason: StopReason
     usage: Usage
     timings: Timings
     stop_sequence: str = ""
     stop_token_id: int | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass

@@ -70,11 +70,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     def on_message(model: str, message: pb.GenerateStreamResponse) -> list[dict]:
         finish = translate.finish_reason(message.finish) if message.HasField("finish") else None
-        if not (message.text or finish or message.logprobs):
-            return []
-        logprobs = translate.chat_logprobs(list(message.logprobs)) if want_logprobs else None
-        return [translate.chat_chunk(completion_id, created, model,
-                                     {"content": message.text}, finish, logprobs)]
+        chunks = []
+        if message.text or message.logprobs or (finish and not message.finish.tool_calls):
+            logprobs = translate.chat_logprobs(list(message.logprobs)) if want_logprobs else None
+            chunks.append(translate.chat_chunk(
+                completion_id, created, model, {"content": message.text},
+                None if message.finish.tool_calls else finish, logprobs))
+        if finish and message.finish.tool_calls:
+            chunks.append(translate.chat_chunk(
+                completion_id, created, model,
+                {"tool_calls": translate.tool_calls(message.finish, streaming=True)}, finish))
+        return chunks
 
     def first(model: str) -> list[dict]:
         return [translate.chat_chunk(completion_id, created, model,

@@ -221,6 +221,27 @@ def completion_logprobs(items: list[pb.TokenLogprob], offset: int) -> dict[str, 
     }
 
 
+def tool_calls(finish: pb.Finish, streaming: bool = False) -> list[dict[str, Any]]:
+    calls = []
+    for i, call in enumerate(finish.tool_calls):
+        entry: dict[str, Any] = {
+            "id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_json},
+        }
+        if streaming:
+            entry["index"] = i
+        calls.append(entry)
+    return calls
+
+
+def chat_message(r: pb.GenerateResponse) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": r.text}
+    if r.finish.tool_calls:
+        message["content"] = r.text or None
+        message["tool_calls"] = tool_calls(r.finish)
+    return message
+
+
 def chat_response(r: pb.GenerateResponse, completion_id: str, created: int,
                   want_logprobs: bool) -> dict[str, Any]:
     return {
@@ -231,7 +252,7 @@ def chat_response(r: pb.GenerateResponse, completion_id: str, created: int,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": r.text},
+                "message": chat_message(r),
                 "logprobs": chat_logprobs(list(r.logprobs)) if want_logprobs else None,
                 "finish_reason": finish_reason(r.finish),
             }

@@ -14,12 +14,14 @@ from ..engine.types import (
     ModelDescription,
     ModelKind,
     Prompt,
+    ResponseFormat,
     SamplingParams,
     StoppingParams,
     StopReason,
     TextPrompt,
     TokenLogprob,
     TokenPrompt,
+    ToolChoice,
 )
 from ..v1 import inference_pb2 as pb
 
@@ -51,6 +53,13 @@ def _json_object(text: str, field: str) -> dict[str, Any]:
     return value
 
 
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return text
+
+
 def message_to_dict(m: pb.ChatMessage, index: int) -> dict[str, Any]:
     """A chat message in the shape Hugging Face chat templates expect."""
     if m.role not in CHAT_ROLES:
@@ -71,7 +80,8 @@ def message_to_dict(m: pb.ChatMessage, index: int) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": call.type or "function",
-                "function": {"name": call.name, "arguments": call.arguments_json},
+                # Chat templates render arguments as a mapping.
+                "function": {"name": call.name, "arguments": _arguments(call.arguments_json)},
             }
             for call in m.tool_calls
         ]
@@ -105,15 +115,67 @@ def _optional(message: Any, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
+_TOOL_CHOICES = {
+    pb.ToolChoice.MODE_UNSPECIFIED: ToolChoice.AUTO,
+    pb.ToolChoice.MODE_AUTO: ToolChoice.AUTO,
+    pb.ToolChoice.MODE_NONE: ToolChoice.NONE,
+    pb.ToolChoice.MODE_REQUIRED: ToolChoice.REQUIRED,
+}
+
+
+def to_response_format(fmt: pb.ResponseFormat) -> ResponseFormat:
+    which = fmt.WhichOneof("format")
+    if which == "json_object":
+        return ResponseFormat(json_object=True)
+    if which == "json_schema":
+        schema = _json_object(fmt.json_schema.schema_json, "response_format.json_schema")
+        if not schema:
+            raise invalid("response_format.json_schema", "json_schema.schema_json is required")
+        return ResponseFormat(json_schema=schema)
+    if which == "regex":
+        return ResponseFormat(regex=fmt.regex)
+    if which == "choice":
+        if not fmt.choice.choices:
+            raise invalid("response_format.choice", "choice needs at least one string")
+        return ResponseFormat(choices=tuple(fmt.choice.choices))
+    raise invalid("response_format", "response_format must set one format")
+
+
+def to_tools(tools: list[pb.Tool]) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools):
+        if tool.type not in ("", "function") or not tool.function.name:
+            raise invalid(f"tools[{i}]", f"tools[{i}] must be a function with a name")
+        params = _json_object(tool.function.parameters_json, f"tools[{i}].function.parameters")
+        out.append({
+            "type": "function",
+            "function": {
+                "name": tool.function.name,
+                "description": tool.function.description,
+                "parameters": params or {"type": "object", "properties": {}},
+            },
+        })
+    return out
+
+
 def to_generation_request(request: pb.GenerateRequest) -> GenerationRequest:
-    if request.HasField("response_format"):
-        raise _unimplemented("response_format")
-    if request.tools:
-        raise _unimplemented("tool calling")
     s, st, o = request.sampling, request.stopping, request.options
+    prompt = to_prompt(request)
+    if request.tools:
+        if not isinstance(prompt, ChatPrompt):
+            raise invalid("tools", "tools need chat input")
+        prompt.tools = to_tools(list(request.tools))
+    choice = request.tool_choice
+    tool_function = choice.function_name if choice.WhichOneof("choice") == "function_name" else ""
     return GenerationRequest(
         model=request.model,
-        prompt=to_prompt(request),
+        prompt=prompt,
+        response_format=(
+            to_response_format(request.response_format)
+            if request.HasField("response_format") else None
+        ),
+        tool_choice=ToolChoice.FUNCTION if tool_function else _TOOL_CHOICES[choice.mode],
+        tool_function=tool_function,
         sampling=SamplingParams(
             temperature=_optional(s, "temperature"),
             top_p=_optional(s, "top_p"),
@@ -161,6 +223,10 @@ def to_logprobs(items: list[TokenLogprob]) -> list[pb.TokenLogprob]:
 def to_finish(finish: Finish) -> pb.Finish:
     u, t = finish.usage, finish.timings
     return pb.Finish(
+        tool_calls=[
+            pb.ToolCall(id=c.id, type="function", name=c.name, arguments_json=c.arguments_json)
+            for c in finish.tool_calls
+        ],
         reason=_STOP_REASONS[finish.reason],
         stop_sequence=finish.stop_sequence,
         stop_token_id=finish.stop_token_id or 0,

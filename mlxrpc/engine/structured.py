@@ -1,0 +1,111 @@
+"""Structured output: grammars enforced at sampling time with llguidance.
+
+A request's response format (JSON object, JSON schema, regex, choice) or a
+forced tool call becomes an llguidance grammar. Each step, the request's own
+matcher computes the allowed-token mask and its logits processor sets every
+other logit to -inf, so the output always parses, even from a random model.
+No retries, no repair. The mask is per request, so constrained and free
+requests share one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import invalid
+from .types import ResponseFormat
+
+# Compact JSON: no free whitespace, so a weak model cannot pad forever.
+_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def build_tokenizer(hf_tokenizer: Any, vocab_size: int) -> Any:
+    """The llguidance view of a Hugging Face tokenizer (walks the vocabulary once)."""
+    import llguidance.hf
+
+    return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=vocab_size)
+
+
+def _json_grammar(schema: dict[str, Any]) -> str:
+    from llguidance import LLMatcher
+
+    return LLMatcher.grammar_from_json_schema(schema, overrides=_JSON_OPTIONS)
+
+
+def grammar_for(fmt: ResponseFormat) -> tuple[str, str]:
+    """(grammar, the request field it came from)."""
+    from llguidance import LLMatcher
+
+    if fmt.json_object:
+        return _json_grammar({"type": "object"}), "response_format"
+    if fmt.json_schema is not None:
+        return _json_grammar(fmt.json_schema), "response_format.json_schema"
+    if fmt.regex is not None:
+        return LLMatcher.grammar_from_regex(fmt.regex), "response_format.regex"
+    if fmt.choices:
+        alternatives = " | ".join(json.dumps(c) for c in fmt.choices)
+        return LLMatcher.grammar_from_lark(f"start: {alternatives}"), "response_format.choice"
+    raise invalid("response_format", "response_format names no format")
+
+
+def tool_call_grammar(tools: list[dict[str, Any]], start: str, end: str) -> str:
+    """One call to one of ``tools``, wrapped in the model's tool-call markers."""
+    from llguidance import LLMatcher
+
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": t["function"]["name"]},
+                "arguments": t["function"].get("parameters") or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    body = json.dumps({**schema, "x-guidance": _JSON_OPTIONS})
+    lark = f"start: {json.dumps(start + chr(10))} call {json.dumps(chr(10) + end)}\ncall: %json {body}"
+    return LLMatcher.grammar_from_lark(lark)
+
+
+def check_grammar(grammar: str, llg_tokenizer: Any, field: str) -> None:
+    """Refuses a grammar llguidance cannot compile (bad schema, unsupported feature)."""
+    from llguidance import LLMatcher
+
+    error = LLMatcher.validate_grammar(grammar, llg_tokenizer)
+    if error and not error.startswith("WARNING"):
+        raise invalid(field, f"{field} cannot be enforced: {error}")
+
+
+class GrammarProcessor:
+    """An mlx-lm logits processor masking everything the grammar forbids.
+
+    mlx-lm passes the token context (ending with the last sampled token; on
+    the first call, the last prompt token) and the logits of shape (1, vocab).
+    Runs on the engine thread.
+    """
+
+    def __init__(self, llg_tokenizer: Any, grammar: str, vocab_size: int) -> None:
+        from llguidance import LLMatcher
+
+        self._matcher = LLMatcher(llg_tokenizer, grammar)
+        self._vocab_size = vocab_size
+        self._started = False
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+        import numpy as np
+
+        if self._started:
+            self._matcher.consume_token(int(tokens[-1].item()))
+        self._started = True
+        if self._matcher.is_error():
+            raise RuntimeError(f"grammar matcher failed: {self._matcher.get_error()}")
+        bits = np.unpackbits(
+            np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8), bitorder="little"
+        )[: self._vocab_size]
+        allowed = mx.array(bits.astype(np.bool_))
+        return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
