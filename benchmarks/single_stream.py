@@ -15,12 +15,14 @@ import time
 import aiohttp
 import grpc
 
+from mlxrpc.blas import find_library
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .common import Server, bench_model, machine
 
-PROMPT = "Once upon a time, in a land far away, there lived a small model that"
+# Each run starts with its own number, so no run reuses another's prefix cache.
+PROMPT = "{run}. Once upon a time, in a land far away, there lived a small model that"
 
 
 def in_process(model_path: str, tokens: int, runs: int) -> tuple[float, float]:
@@ -30,11 +32,11 @@ def in_process(model_path: str, tokens: int, runs: int) -> tuple[float, float]:
     model, tokenizer = mlx_lm.load(model_path)
     sampler = make_sampler(temp=0.0)
     rates, ttfts = [], []
-    for _ in range(runs + 1):  # the first run warms up
+    for run in range(runs + 1):  # the first run warms up
         start = time.perf_counter()
         first = None
         n = 0
-        for response in mlx_lm.stream_generate(model, tokenizer, PROMPT, max_tokens=tokens,
+        for response in mlx_lm.stream_generate(model, tokenizer, PROMPT.format(run=run), max_tokens=tokens,
                                                sampler=sampler):
             n = response.generation_tokens
             first = first or time.perf_counter()
@@ -44,32 +46,37 @@ def in_process(model_path: str, tokens: int, runs: int) -> tuple[float, float]:
     return statistics.median(rates[1:]), statistics.median(ttfts[1:])
 
 
-async def over_grpc(port: int, tokens: int, runs: int) -> tuple[float, float]:
-    request = pb.GenerateRequest(model="bench", text=PROMPT)
-    request.stopping.max_tokens, request.stopping.ignore_eos = tokens, True
-    request.sampling.temperature = 0.0
-    rates, ttfts = [], []
+async def over_grpc(port: int, tokens: int, runs: int) -> tuple[float, float, float]:
+    """(tokens/s, client TTFT, client TTFT minus the engine's own TTFT)."""
+    rates, ttfts, transport = [], [], []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
-        for _ in range(runs + 1):
+        for run in range(runs + 1):
+            request = pb.GenerateRequest(model="bench", text=PROMPT.format(run=run))
+            request.stopping.max_tokens, request.stopping.ignore_eos = tokens, True
+            request.sampling.temperature = 0.0
             start = time.perf_counter()
             first = None
             n = 0
             async for message in stub.StreamGenerate(request):
                 n += len(message.token_ids)
                 first = first or time.perf_counter()
+                if message.HasField("finish"):
+                    engine_ttft = message.finish.timings.time_to_first_token_seconds
             end = time.perf_counter()
             rates.append((n - 1) / (end - first))
             ttfts.append(first - start)
-    return statistics.median(rates[1:]), statistics.median(ttfts[1:])
+            transport.append(first - start - engine_ttft)
+    return statistics.median(rates[1:]), statistics.median(ttfts[1:]), statistics.median(transport[1:])
 
 
 async def over_sse(port: int, tokens: int, runs: int) -> tuple[float, float]:
-    body = {"model": "bench", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     rates, ttfts = [], []
     async with aiohttp.ClientSession() as session:
-        for _ in range(runs + 1):
+        for run in range(runs + 1):
+            body = {"model": "bench", "prompt": PROMPT.format(run=1000 + run), "max_tokens": tokens,
+                    "temperature": 0, "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}}
             start = time.perf_counter()
             first = None
             n = 0
@@ -94,17 +101,24 @@ def main() -> None:
     args = parser.parse_args()
     model = bench_model()
     base_rate, base_ttft = in_process(str(model), args.tokens, args.runs)
-    with Server(model) as server:
-        grpc_rate, grpc_ttft = asyncio.run(over_grpc(server.grpc_port, args.tokens, args.runs))
-        sse_rate, sse_ttft = asyncio.run(over_sse(server.http_port, args.tokens, args.runs))
-    print(f"# single stream, {args.tokens} tokens, median of {args.runs} ({machine()})")
-    print("| path | tokens/s | ratio | TTFT ms | added TTFT ms |")
-    print("|---|---|---|---|---|")
-    print(f"| in-process mlx_lm.stream_generate | {base_rate:.1f} | 1.00 | {base_ttft*1e3:.1f} | - |")
-    for name, rate, ttft in (("gRPC StreamGenerate", grpc_rate, grpc_ttft),
-                             ("REST SSE (sidecar → gRPC)", sse_rate, sse_ttft)):
+    rows = []
+    # Like for like: the same (bundled) BLAS as the in-process baseline.
+    configs = [("", "bundled")] + ([(", system OpenBLAS", "auto")] if find_library("auto") else [])
+    for label, blas in configs:
+        with Server(model, "--blas", blas) as server:
+            rate, ttft, transport = asyncio.run(over_grpc(server.grpc_port, args.tokens, args.runs))
+            rows.append((f"gRPC StreamGenerate{label}", rate, ttft, transport))
+            rate, sse_ttft = asyncio.run(over_sse(server.http_port, args.tokens, args.runs))
+            rows.append((f"REST SSE (sidecar → gRPC){label}", rate, sse_ttft, transport + sse_ttft - ttft))
+    print(f"# single stream, {args.tokens} tokens, median of {args.runs} ({machine()})\n")
+    print("| path | tokens/s | ratio | TTFT ms | vs in-process ms | transport ms |")
+    print("|---|---|---|---|---|---|")
+    print(f"| in-process mlx_lm.stream_generate | {base_rate:.1f} | 1.00 | {base_ttft*1e3:.1f} | - | - |")
+    for name, rate, ttft, transport in rows:
         print(f"| {name} | {rate:.1f} | {rate/base_rate:.3f} | {ttft*1e3:.1f} | "
-              f"{(ttft-base_ttft)*1e3:+.1f} |")
+              f"{(ttft-base_ttft)*1e3:+.1f} | {transport*1e3:.1f} |")
+    print("\ntransport ms: client-observed TTFT minus the engine's own TTFT (Finish.timings); "
+          "for SSE, plus the SSE-vs-gRPC TTFT difference.")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ _HELP = {
     "grace_period": "seconds in-flight requests get on SIGTERM (default 30)",
     "max_message_bytes": "largest gRPC message / HTTP body in bytes (default 64 MiB)",
     "log_level": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+    "blas": "Linux CPU: auto (use the system OpenBLAS if present), bundled, or a library path",
 }
 
 
@@ -90,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
+        from .blas import reexec_with
         from .serve import serve
+
+        try:
+            reexec_with(settings.blas)
+        except ValueError as exc:
+            print(f"mlxrpc: {exc}", file=sys.stderr)
+            return 2
 
         return asyncio.run(serve(settings, with_sidecar=not args.no_http))
     if args.command == "gateway":

@@ -12,6 +12,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
+from .blas import describe
 from .demo_model import DEMO_MODEL_ID, ensure_demo_model
 from .engine.loop import Engine
 from .engine.registry import ModelSource
@@ -66,6 +67,7 @@ async def serve(settings: Settings, *, with_sidecar: bool = True) -> int:
         from .gateway.workers import start_sidecars
 
         server.sidecars = await start_sidecars(settings, [f"127.0.0.1:{server.grpc_port}"])
+    log.info("%s", describe())
     log.info("ready: gRPC on port %d", server.grpc_port)
     await stop_requested.wait()
     log.info("stopping: draining in-flight requests for up to %.0fs", settings.grace_period)

@@ -52,6 +52,9 @@ class Settings:
     # Largest gRPC message and HTTP body accepted, in bytes.
     max_message_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
+    # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
+    # keeps the MLX wheel's reference BLAS, or a library path.
+    blas: str = "auto"
 
     @classmethod
     def resolve(

@@ -90,6 +90,22 @@ class RequestHandle:
             raise item
         return item
 
+    async def next_chunks(self) -> list[Chunk]:
+        """Every chunk that is ready (waiting for at least one); [] at the end.
+
+        A consumer slower than the engine thus gets the backlog in one go and
+        can send it as one message, instead of falling further behind.
+        """
+        chunks: list[Chunk] = []
+        while not chunks:
+            try:
+                chunks.append(await self.__anext__())
+            except StopAsyncIteration:
+                return []
+        while self._items and not isinstance(self._items[0], EngineError):
+            chunks.append(self._items.popleft())
+        return chunks
+
     def cancel(self) -> None:
         """Stops the request (idempotent). Safe to call after it finished."""
         if not self._closed:

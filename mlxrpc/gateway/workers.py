@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from ..blas import child_env
 from ..settings import Settings, resolve_workers
 from .app import create_app, start_app
 
@@ -35,7 +36,7 @@ async def start_sidecars(
             *(arg for u in upstreams for arg in ("--upstream", u)), "--host", settings.host, "--http-port", str(port),
             "--workers", "1", "--max-message-bytes", str(settings.max_message_bytes),
             "--log-level", settings.log_level, *(["--reuse-port"] if count > 1 else []),
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, env=child_env(),
         )
         processes.append(process)
         port = await _wait_ready(process)

@@ -245,6 +245,20 @@ def to_finish(finish: Finish) -> pb.Finish:
     )
 
 
+def merge_chunks(chunks: list[Chunk]) -> Chunk:
+    """One chunk carrying several consecutive ones (for a lagging consumer)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    merged = Chunk(
+        text="".join(c.text for c in chunks),
+        token_ids=[t for c in chunks for t in c.token_ids],
+        logprobs=[lp for c in chunks for lp in c.logprobs],
+        finish=chunks[-1].finish,
+        input=chunks[0].input,
+    )
+    return merged
+
+
 def to_stream_response(chunk: Chunk) -> pb.GenerateStreamResponse:
     message = pb.GenerateStreamResponse(
         text=chunk.text, token_ids=chunk.token_ids, logprobs=to_logprobs(chunk.logprobs)

@@ -57,8 +57,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         try:
             handle = self._submit(request)
             first = True
-            async for chunk in handle:
-                message = convert.to_stream_response(chunk)
+            while chunks := await handle.next_chunks():
+                message = convert.to_stream_response(convert.merge_chunks(chunks))
                 if first:
                     message.request_id = handle.request_id
                     message.model = handle.model_id

@@ -1,0 +1,159 @@
+"""Transport ceiling: streamed tokens/s the gRPC server and the SSE sidecar can
+carry when the engine costs nothing (a stand-in that emits tokens instantly).
+
+The real servicer, gRPC server and sidecar run in-process on loopback; only
+the engine is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import time
+
+import aiohttp
+import grpc
+
+from mlxrpc.engine.loop import RequestHandle
+from mlxrpc.engine.types import Chunk, Finish, ModelDescription, ModelKind, StopReason, Timings, Usage
+from mlxrpc.settings import Settings
+from mlxrpc.v1 import inference_pb2 as pb
+from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
+
+from .common import machine
+
+
+class ZeroCostEngine:
+    """The part of Engine the servicer uses, with tokens that cost nothing.
+
+    Requests get real RequestHandles; a producer task plays the engine thread,
+    handing one token to every running request per "step", as the real loop does.
+    """
+
+    def __init__(self) -> None:
+        self._running: list[list] = []
+        self._producer: asyncio.Task | None = None
+
+    def submit(self, request) -> RequestHandle:
+        handle = RequestHandle(self, asyncio.get_running_loop(), "r")  # type: ignore[arg-type]
+        handle.model_id = "zero"
+        self._running.append([handle, request.stopping.max_tokens or 16])
+        if self._producer is None or self._producer.done():
+            self._producer = asyncio.get_running_loop().create_task(self._produce())
+        return handle
+
+    async def _produce(self) -> None:
+        while self._running:
+            for entry in list(self._running):
+                handle, left = entry
+                entry[1] = left - 1
+                chunk = Chunk(text=" tok", token_ids=[42])
+                if entry[1] == 0 or handle.finished:
+                    chunk.finish = Finish(StopReason.LENGTH, Usage(1, 1), Timings())
+                    self._running.remove(entry)
+                handle._push(chunk)
+            await asyncio.sleep(0)
+
+    def _release(self, handle: RequestHandle) -> None:
+        pass
+
+    def _post(self, command: tuple) -> None:
+        pass
+
+    def describe_models(self) -> list[ModelDescription]:
+        return [ModelDescription("zero", [], ModelKind.TEXT, "", True, 0, 4096, 1, "", "", [], True)]
+
+    def stop_accepting(self) -> None:
+        pass
+
+
+def serve_zero_cost(port_queue: multiprocessing.Queue) -> None:
+    """Child process: the real gRPC server over the zero-cost engine."""
+    from mlxrpc.service.server import GrpcServer
+
+    async def main() -> None:
+        server = GrpcServer(ZeroCostEngine(), Settings())  # type: ignore[arg-type]
+        port_queue.put(await server.start("127.0.0.1", 0))
+        await server.mark_ready()
+        await server.wait()
+
+    asyncio.run(main())
+
+
+def serve_sidecar(grpc_port: int, port_queue: multiprocessing.Queue) -> None:
+    from mlxrpc.gateway.app import create_app, start_app
+
+    async def main() -> None:
+        app = create_app([f"127.0.0.1:{grpc_port}"], 1 << 20)
+        _, port = await start_app(app, "127.0.0.1", 0)
+        port_queue.put(port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def grpc_load(port: int, streams: int, tokens: int) -> tuple[float, float]:
+    """(tokens/s, messages/s)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.InferenceStub(channel)
+
+        async def one() -> tuple[int, int]:
+            request = pb.GenerateRequest(model="zero", text="x")
+            request.stopping.max_tokens = tokens
+            sizes = [len(m.token_ids) async for m in stub.StreamGenerate(request)]
+            return sum(sizes), len(sizes)
+
+        await one()
+        start = time.perf_counter()
+        done = await asyncio.gather(*(one() for _ in range(streams)))
+        elapsed = time.perf_counter() - start
+        return sum(t for t, _ in done) / elapsed, sum(m for _, m in done) / elapsed
+
+
+async def sse_load(port: int, streams: int, tokens: int) -> float:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one() -> int:
+            n = 0
+            body = {"prompt": "x", "max_tokens": tokens, "stream": True}
+            async with session.post(f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
+                async for line in r.content:
+                    if line.startswith(b"data: {"):
+                        n += line.count(b" tok")  # the stand-in's token text
+            return n
+
+        await one()
+        start = time.perf_counter()
+        total = sum(await asyncio.gather(*(one() for _ in range(streams))))
+        return total / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=2000)
+    args = parser.parse_args()
+    ctx = multiprocessing.get_context("spawn")
+    ports: multiprocessing.Queue = ctx.Queue()
+    engine = ctx.Process(target=serve_zero_cost, args=(ports,), daemon=True)
+    engine.start()
+    grpc_port = ports.get(timeout=60)
+    sidecar = ctx.Process(target=serve_sidecar, args=(grpc_port, ports), daemon=True)
+    sidecar.start()
+    http_port = ports.get(timeout=60)
+    grpc_rate, grpc_messages = asyncio.run(grpc_load(grpc_port, args.streams, args.tokens))
+    sse_rate = asyncio.run(sse_load(http_port, args.streams, args.tokens))
+    engine.terminate()
+    sidecar.terminate()
+    print(f"# transport ceiling, {args.streams} streams x {args.tokens} tokens, zero-cost engine "
+          f"({machine()})\n")
+    print("| surface | streamed tokens/s | target | ratio to target |\n|---|---|---|---|")
+    print(f"| gRPC StreamGenerate | {grpc_rate:,.0f} | 20,000 | {grpc_rate / 20000:.2f} |")
+    print(f"| REST SSE via sidecar | {sse_rate:,.0f} | 10,000 | {sse_rate / 10000:.2f} |")
+    print(f"\ngRPC messages/s: {grpc_messages:,.0f} (a consumer that lags gets the backlog "
+          "coalesced into one message, so tokens/s exceeds messages/s under load)")
+
+
+if __name__ == "__main__":
+    main()
