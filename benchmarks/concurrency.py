@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 import aiohttp
 import grpc
 
+from mlxrpc.blas import find_library
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
@@ -99,12 +101,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mlx_lm_server(model: str, concurrency: int) -> tuple[subprocess.Popen, str]:
+def mlx_lm_server(model: str, concurrency: int, blas: str | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    env = {**os.environ, **({"LD_PRELOAD": blas} if blas else {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "mlx_lm", "server", "--model", model, "--port", str(port),
          "--decode-concurrency", str(concurrency), "--prompt-concurrency", "8",
-         "--log-level", "WARNING"], stderr=subprocess.DEVNULL)
+         "--log-level", "WARNING"], stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -137,22 +140,28 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     model = bench_model()
     rows: dict[str, dict[int, tuple]] = {}
-    if not args.skip_peer:
-        process, base = mlx_lm_server(str(model), max(levels))
-        try:
-            rows["mlx_lm.server (REST)"] = asyncio.run(
-                sweep_sse(f"{base}/v1/chat/completions", levels, args.tokens, {"model": str(model)}))
-        finally:
-            process.terminate()
-            process.wait(30)
-    with Server(model, "--max-num-seqs", str(max(levels))) as server:
-        rows["mlxrpc gRPC"] = asyncio.run(sweep_grpc(server.grpc_port, levels, args.tokens))
-        rows["mlxrpc REST"] = asyncio.run(sweep_sse(
-            f"http://127.0.0.1:{server.http_port}/v1/chat/completions", levels, args.tokens,
-            {"ignore_eos": True}))
-    baseline = "mlx_lm.server (REST)" if not args.skip_peer else "mlxrpc gRPC"
+    openblas = find_library("auto")
+    blases = [("bundled BLAS", None, "bundled")] + ([("OpenBLAS", openblas, openblas)] if openblas else [])
+    for label, preload, flag in blases:
+        if not args.skip_peer:
+            process, base = mlx_lm_server(str(model), max(levels), preload)
+            try:
+                rows[f"mlx_lm.server REST, {label}"] = asyncio.run(sweep_sse(
+                    f"{base}/v1/chat/completions", levels, args.tokens, {"model": str(model)}))
+            finally:
+                process.terminate()
+                process.wait(30)
+        with Server(model, "--max-num-seqs", str(max(levels)), "--blas", flag) as server:
+            rows[f"mlxrpc gRPC, {label}"] = asyncio.run(sweep_grpc(server.grpc_port, levels, args.tokens))
+        with Server(model, "--max-num-seqs", str(max(levels)), "--blas", flag) as server:
+            rows[f"mlxrpc REST, {label}"] = asyncio.run(sweep_sse(
+                f"http://127.0.0.1:{server.http_port}/v1/chat/completions", levels, args.tokens,
+                {"ignore_eos": True}))
     print(f"# concurrency sweep, {args.tokens} tokens per stream ({machine()})\n")
-    print(table("aggregate throughput", rows, levels, baseline))
+    for label, _, _ in blases:
+        subset = {k: v for k, v in rows.items() if k.endswith(label)}
+        baseline = f"mlx_lm.server REST, {label}" if not args.skip_peer else f"mlxrpc gRPC, {label}"
+        print(table(f"aggregate throughput, {label}", subset, levels, baseline) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import logging
 import sys
 from dataclasses import fields
 
-from .settings import Settings
+from .settings import Settings, parse_bool
 
 _HELP = {
     "model": "model to serve: a Hugging Face id or local path, or ALIAS=SOURCE; repeatable "
@@ -35,6 +35,10 @@ _HELP = {
     "grace_period": "seconds in-flight requests get on SIGTERM (default 30)",
     "max_message_bytes": "largest gRPC message / HTTP body in bytes (default 64 MiB)",
     "log_level": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+    "api_key": "API key clients must send (Authorization: Bearer); repeatable",
+    "admin_key": "key for loading and unloading models (model management is off without it)",
+    "load_on_demand": "load a model the first time a request names it (true/false)",
+    "max_models": "most models loaded at once; the least recently used idle one is unloaded (0: no limit)",
     "blas": "Linux CPU: auto (use the system OpenBLAS if present), bundled, or a library path",
 }
 
@@ -45,10 +49,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> No
         flag = "--" + name.replace("_", "-")
         kind = kinds[name]
         help_text = _HELP[name] + f" [env MLXRPC_{name.upper()}]"
-        if name == "model":
+        if name in ("model", "api_key"):
             parser.add_argument(flag, action="append", default=None, help=help_text)
         else:
-            converter = {"int": int, "float": float}.get(str(kind), str)
+            converter = {"int": int, "float": float, "bool": parse_bool}.get(str(kind), str)
             parser.add_argument(flag, type=converter, default=None, help=help_text)
 
 

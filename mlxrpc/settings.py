@@ -52,6 +52,15 @@ class Settings:
     # Largest gRPC message and HTTP body accepted, in bytes.
     max_message_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
+    # API keys accepted on both surfaces (empty: no authentication).
+    api_key: list[str] = field(default_factory=list)
+    # Key for LoadModel/UnloadModel and the REST model routes (empty: disabled).
+    admin_key: str = ""
+    # Load a model the first time a request names it (a hub id or server path).
+    load_on_demand: bool = False
+    # Most models loaded at once; loading one more unloads the least recently
+    # used idle one (0: no limit).
+    max_models: int = 0
     # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
     # keeps the MLX wheel's reference BLAS, or a library path.
     blas: str = "auto"
@@ -75,6 +84,8 @@ class Settings:
 
 def _parse_env(kind: Any, raw: str, name: str) -> Any:
     try:
+        if kind is bool:
+            return parse_bool(raw)
         if kind is int:
             return int(raw)
         if kind is float:
@@ -84,6 +95,15 @@ def _parse_env(kind: Any, raw: str, name: str) -> Any:
         return raw
     except ValueError as exc:
         raise ValueError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean")
 
 
 def resolve_workers(spec: str, cpu_count: int | None = None) -> int:

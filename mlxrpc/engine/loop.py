@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..metrics import Metrics
 from ..settings import Settings
 from .batching import ModelBatch, StepToken
 from .errors import EngineError, ErrorCode, invalid
@@ -153,6 +154,7 @@ class _Active:
     cached_tokens: int = 0
     prefill_started: float | None = None
     first_token_at: float | None = None
+    last_token_at: float | None = None
     generated: int = 0
     detokenizer: Any = None
     matcher: StopStringMatcher | None = None
@@ -177,6 +179,13 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = ModelRegistry()
+        self.metrics = Metrics()
+        self.metrics.watch(
+            queue_depth=lambda: self.stats().waiting,
+            running=lambda: self.stats().running,
+            in_flight=lambda: self._in_flight,
+            models=lambda: len(self.registry.all()),
+        )
         self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="mlxrpc-engine", daemon=True)
         self._lock = threading.Lock()
@@ -185,6 +194,7 @@ class Engine:
         self._accepting = False
         self._failed: BaseException | None = None
         self._on_failure: list[Callable[[BaseException], None]] = []
+        self._on_models_changed: list[Callable[[], None]] = []
         # Engine-thread state.
         self._batches: dict[str, ModelBatch] = {}
         self._active: dict[RequestHandle, _Active] = {}
@@ -217,6 +227,14 @@ class Engine:
         # Free MLX objects caught in reference cycles now: left to interpreter
         # finalization, MLX aborts the process ("terminate called ...").
         gc.collect()
+
+    def on_models_changed(self, callback: Callable[[], None]) -> None:
+        """Called (from the loading thread) after a model is loaded or unloaded."""
+        self._on_models_changed.append(callback)
+
+    def _models_changed(self) -> None:
+        for callback in self._on_models_changed:
+            callback()
 
     def on_failure(self, callback: Callable[[BaseException], None]) -> None:
         """Called (from the engine thread) if the engine thread dies."""
@@ -335,6 +353,41 @@ class Engine:
         handle._loop.call_soon_threadsafe(handle._push, error)
         self._post(("abort", handle))
         return True
+
+    def load_model(self, source: ModelSource) -> ModelDescription:
+        """Loads a model while serving (blocking: run it in an executor).
+
+        With --max-models reached, the least recently used idle model is
+        unloaded first.
+        """
+        if source.id in {m.id for m in self.registry.all()}:
+            raise EngineError(ErrorCode.ALREADY_EXISTS, f"model '{source.id}' is already loaded",
+                              field="id")
+        limit = self.settings.max_models
+        if limit and len(self.registry.all()) >= limit:
+            busy = {a.model.id for a in list(self._active.values())}
+            victim = self.registry.least_recently_used(busy)
+            if victim is None:
+                raise EngineError(ErrorCode.RESOURCE_EXHAUSTED,
+                                  f"{limit} models are loaded and all are busy", reason="MODEL_LIMIT")
+            log.info("unloading %s (least recently used) to load %s", victim.id, source.id)
+            self.unload_model(victim.id)
+        described = self.call(lambda: self._load(source)).describe()
+        self._models_changed()
+        return described
+
+    def unload_model(self, name: str) -> None:
+        """Unloads a model; its running requests end UNAVAILABLE."""
+        model_id = self.registry.get(name).id
+
+        def unload() -> None:
+            self._fail_model(model_id, EngineError(
+                ErrorCode.UNAVAILABLE, f"model '{model_id}' was unloaded"))
+            self.registry.remove(model_id)
+            gc.collect()
+
+        self.call(unload)
+        self._models_changed()
 
     def describe_models(self) -> list[ModelDescription]:
         return [m.describe() for m in self.registry.all()]
@@ -465,6 +518,8 @@ class Engine:
             log.exception("admitting %s failed", a.handle.request_id)
             self._send(a.handle, _classify(exc))
             return
+        if self._batches[a.model.id].caching:
+            self.metrics.prefix_cache.labels("hit" if a.cached_tokens else "miss").inc()
         a.detokenizer = a.model.tokenizer.detokenizer
         a.matcher = StopStringMatcher(a.request.stopping.stop)
         if a.tool_format is not None:
@@ -514,6 +569,9 @@ class Engine:
         """Folds one token into the request's pending chunk; True when it finished."""
         if a.first_token_at is None:
             a.first_token_at = now
+        elif a.last_token_at is not None:
+            self.metrics.itl.labels(a.model.id).observe(now - a.last_token_at)
+        a.last_token_at = now
         a.generated += 1
         chunk = a.pending
         chunk.token_ids.append(t.token)
@@ -566,6 +624,12 @@ class Engine:
     ) -> Finish:
         first = a.first_token_at or now
         decode_time = now - first
+        m, model = self.metrics, a.model.id
+        m.ttft.labels(model).observe(first - a.arrival)
+        m.queue_time.labels(model).observe((a.prefill_started or first) - a.arrival)
+        m.prompt_tokens.labels(model).inc(len(a.prompt_ids))
+        m.cached_tokens.labels(model).inc(a.cached_tokens)
+        m.generation_tokens.labels(model).inc(a.generated)
         return Finish(
             reason=reason,
             stop_sequence=stop_sequence,
@@ -616,10 +680,13 @@ class Engine:
         if batch is not None:
             batch.close()
 
-    def _load(self, source: ModelSource) -> None:
+    def _load(self, source: ModelSource) -> LoadedModel:
+        started = time.perf_counter()
         loaded = load_model(source)
         self._warm_up(loaded)
         self.registry.add(loaded)
+        self.metrics.load_time.labels(loaded.id).set(time.perf_counter() - started)
+        return loaded
 
     def _warm_up(self, loaded: LoadedModel) -> None:
         """Runs one short generation so the first request does not pay for setup."""

@@ -52,6 +52,7 @@ class LoadedModel:
     aliases: list[str] = field(default_factory=list)
     # llguidance's view of the tokenizer, for grammars; None if it cannot be built.
     grammar_tokenizer: Any = None
+    last_used: float = field(default_factory=time.monotonic)
 
     @property
     def vocab_size(self) -> int:
@@ -122,16 +123,37 @@ class ModelRegistry:
 
     def add(self, loaded: LoadedModel) -> None:
         with self._lock:
-            if not self._models:
-                self._aliases[DEFAULT_ALIAS] = loaded.id
-                loaded.aliases.append(DEFAULT_ALIAS)
             self._models[loaded.id] = loaded
+            self._ensure_default()
+
+    def remove(self, model_id: str) -> LoadedModel | None:
+        with self._lock:
+            removed = self._models.pop(model_id, None)
+            if removed is not None and self._aliases.get(DEFAULT_ALIAS) == model_id:
+                del self._aliases[DEFAULT_ALIAS]
+                removed.aliases.remove(DEFAULT_ALIAS)
+                self._ensure_default()
+            return removed
+
+    def _ensure_default(self) -> None:
+        """The first model loaded (still loaded) answers to "default"."""
+        if DEFAULT_ALIAS not in self._aliases and self._models:
+            first = next(iter(self._models.values()))
+            self._aliases[DEFAULT_ALIAS] = first.id
+            first.aliases.append(DEFAULT_ALIAS)
+
+    def least_recently_used(self, busy: set[str]) -> LoadedModel | None:
+        with self._lock:
+            idle = [m for m in self._models.values() if m.id not in busy]
+        return min(idle, key=lambda m: m.last_used, default=None)
 
     def get(self, name: str) -> LoadedModel:
         """The model for an id or alias; empty selects the default model."""
         name = name or DEFAULT_ALIAS
         with self._lock:
             model = self._models.get(name) or self._models.get(self._aliases.get(name, ""))
+            if model is not None:
+                model.last_used = time.monotonic()
         if model is None:
             if not name.strip():
                 raise invalid("model", "model must not be blank")

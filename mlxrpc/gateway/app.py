@@ -16,12 +16,32 @@ from pydantic import BaseModel, ValidationError
 from ..v1 import inference_pb2 as pb
 from . import sse, translate
 from .errors import ApiError, from_rpc_error, from_validation_error
-from .schema import ChatCompletionRequest, CompletionRequest
+from .schema import ChatCompletionRequest, CompletionRequest, LoadModelBody
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 UPSTREAM = web.AppKey("upstream", Upstream)
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Every request gets an id (the client's X-Request-ID, or a new one) that
+    travels to the engine as gRPC metadata and comes back in the response."""
+    request["request_id"] = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    response = await handler(request)
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request["request_id"]
+    return response
+
+
+def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata for an upstream call: the caller's credentials and request id."""
+    pairs = [("x-request-id", request["request_id"])]
+    if auth := request.headers.get("Authorization"):
+        pairs.append(("authorization", auth))
+    return tuple(pairs)
 
 
 @web.middleware
@@ -63,7 +83,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     want_logprobs = bool(body.logprobs or body.top_logprobs)
     if not body.stream:
-        reply = await upstream.inference.Generate(proto)
+        reply = await upstream.inference.Generate(proto, metadata=metadata(request))
         return web.json_response(
             translate.chat_response(reply, completion_id, created, want_logprobs)
         )
@@ -99,7 +119,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     echo = proto.text if body.echo and proto.WhichOneof("input") == "text" else ""
     want_logprobs = body.logprobs is not None
     if not body.stream:
-        reply = await upstream.inference.Generate(proto)
+        reply = await upstream.inference.Generate(proto, metadata=metadata(request))
         return web.json_response(
             translate.completion_response(reply, completion_id, created, echo, want_logprobs)
         )
@@ -148,7 +168,7 @@ async def _stream(
     proper HTTP error; later failures go in-band as an error event + [DONE].
     A client that goes away cancels the gRPC call, which frees the engine slot.
     """
-    call = upstream.inference.StreamGenerate(proto)
+    call = upstream.inference.StreamGenerate(proto, metadata=metadata(request))
     messages: AsyncIterator[pb.GenerateStreamResponse] = call.__aiter__()
     try:
         try:
@@ -156,7 +176,7 @@ async def _stream(
         except StopAsyncIteration:
             raise ApiError(502, "the engine closed the stream without a result") from None
         model = head.model
-        response = await sse.open_stream(request)
+        response = await sse.open_stream(request, {REQUEST_ID_HEADER: request["request_id"]})
         payloads = first(model) + on_message(model, head)
         finish = head.finish if head.HasField("finish") else None
         if payloads:
@@ -183,7 +203,8 @@ async def _stream(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    reply = await request.app[UPSTREAM].inference.ListModels(pb.ListModelsRequest())
+    reply = await request.app[UPSTREAM].inference.ListModels(
+        pb.ListModelsRequest(), metadata=metadata(request))
     return web.json_response(
         {"object": "list", "data": [translate.model_object(m) for m in reply.models]}
     )
@@ -191,19 +212,41 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_model(request: web.Request) -> web.Response:
     model = await request.app[UPSTREAM].inference.ModelInfo(
-        pb.ModelInfoRequest(model=request.match_info["model"])
-    )
+        pb.ModelInfoRequest(model=request.match_info["model"]), metadata=metadata(request))
     return web.json_response(translate.model_object(model))
 
 
+async def load_model(request: web.Request) -> web.Response:
+    """FastMLX's "add model": {"model": HUB_ID_OR_PATH, "id": optional short id}."""
+    body: LoadModelBody = await _parse(request, LoadModelBody)
+    model = await request.app[UPSTREAM].inference.LoadModel(
+        pb.LoadModelRequest(source=body.model, id=body.id or ""), metadata=metadata(request))
+    return web.json_response(translate.model_object(model), status=201)
+
+
+async def unload_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["model"]
+    await request.app[UPSTREAM].inference.UnloadModel(
+        pb.UnloadModelRequest(model=model_id), metadata=metadata(request))
+    return web.json_response({"id": model_id, "object": "model", "deleted": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    reply = await request.app[UPSTREAM].inference.GetMetrics(
+        pb.GetMetricsRequest(), metadata=metadata(request))
+    return web.Response(text=reply.text, content_type="text/plain",
+                        headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+
+
 async def health(request: web.Request) -> web.Response:
-    if await request.app[UPSTREAM].serving():
+    """Serving when the engine is (``?model=ID`` asks about one model)."""
+    if await request.app[UPSTREAM].serving(request.query.get("model", "")):
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "unavailable"}, status=503)
 
 
 def create_app(upstreams: list[str], max_body_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[openai_errors])
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[request_ids, openai_errors])
 
     async def connect(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM] = Upstream(upstreams, max_body_bytes)
@@ -216,7 +259,11 @@ def create_app(upstreams: list[str], max_body_bytes: int) -> web.Application:
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(prefix + "/models/{model:.+}", get_model)
+        app.router.add_post(f"{prefix}/models", load_model)
+        app.router.add_delete(prefix + "/models/{model:.+}", unload_model)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", health)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

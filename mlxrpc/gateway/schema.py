@@ -114,3 +114,10 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = None
     echo: bool = False
     suffix: str | None = None
+
+
+class LoadModelBody(_Lenient):
+    """POST /v1/models: load a model (admin key)."""
+
+    model: str = Field(min_length=1)
+    id: str | None = None

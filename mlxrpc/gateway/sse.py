@@ -10,9 +10,10 @@ from aiohttp import web
 DONE = b"data: [DONE]\n\n"
 
 
-async def open_stream(request: web.Request) -> web.StreamResponse:
+async def open_stream(request: web.Request, extra: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
+            **extra,
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "Connection": "keep-alive",

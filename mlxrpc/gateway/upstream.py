@@ -48,9 +48,10 @@ class Upstream:
         self.inference = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
-    async def serving(self, timeout: float = 2.0) -> bool:
+    async def serving(self, service: str = "", timeout: float = 2.0) -> bool:
         try:
-            reply = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            reply = await self.health.Check(health_pb2.HealthCheckRequest(service=service),
+                                            timeout=timeout)
         except grpc.aio.AioRpcError:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -12,6 +13,7 @@ from ..engine.loop import Engine
 from ..settings import Settings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
+from .auth import ApiKeyInterceptor
 from .servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,17 @@ class GrpcServer:
         self.engine = engine
         self.settings = settings
         self.health = health.aio.HealthServicer()
-        self._server = grpc.aio.server(options=server_options(settings))
-        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(engine), self._server)
+        self._server = grpc.aio.server(
+            options=server_options(settings),
+            interceptors=[ApiKeyInterceptor(settings.api_key, settings.admin_key)],
+        )
+        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(engine, settings), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self.port = 0
+        self._model_names: set[str] = set()
 
     async def start(self, host: str, port: int) -> int:
         """Binds and starts; returns the bound port (useful with port 0)."""
@@ -57,6 +63,9 @@ class GrpcServer:
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
         await self._server.start()
+        loop = asyncio.get_running_loop()
+        self.engine.on_models_changed(
+            lambda: loop.call_soon_threadsafe(lambda: loop.create_task(self.refresh_models())))
         log.info("gRPC listening on %s:%d", host, self.port)
         return self.port
 
@@ -66,9 +75,16 @@ class GrpcServer:
 
     async def mark_ready(self) -> None:
         await self._set_all(SERVING)
-        for model in self.engine.describe_models():
-            for name in (model.id, *model.aliases):
-                await self.health.set(name, SERVING)
+        await self.refresh_models()
+
+    async def refresh_models(self) -> None:
+        """Per-model health: SERVING for every loaded id and alias, NOT_SERVING for gone ones."""
+        names = {n for m in self.engine.describe_models() for n in (m.id, *m.aliases)}
+        for name in names:
+            await self.health.set(name, SERVING)
+        for name in set(self._model_names) - names:
+            await self.health.set(name, NOT_SERVING)
+        self._model_names = names
 
     async def mark_failed(self) -> None:
         await self._set_all(NOT_SERVING)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from ..engine.errors import EngineError, invalid
+from ..engine.errors import EngineError, ErrorCode, invalid
 from ..engine.loop import Engine, RequestHandle
 from ..engine.prompts import render_chat
+from ..engine.registry import ModelSource
+from ..settings import Settings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from . import convert
@@ -19,31 +24,59 @@ log = logging.getLogger(__name__)
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
+        self._settings = settings
 
-    def _submit(self, request: pb.GenerateRequest) -> RequestHandle:
-        return self._engine.submit(convert.to_generation_request(request))
+    async def _submit(self, request: pb.GenerateRequest) -> RequestHandle:
+        generation = convert.to_generation_request(request)
+        try:
+            return self._engine.submit(generation)
+        except EngineError as error:
+            if error.code is not ErrorCode.NOT_FOUND or not self._settings.load_on_demand:
+                raise
+        log.info("loading %s on first use", request.model)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._engine.load_model, ModelSource.parse(request.model)
+        )
+        return self._engine.submit(generation)
 
-    async def Generate(
-        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GenerateResponse:
+    @contextlib.asynccontextmanager
+    async def _accounting(self, method: str, context: grpc.aio.ServicerContext):
+        """Counts the call by status code and writes one access-log line."""
+        code = "OK"
+        started = time.perf_counter()
+        try:
+            yield
+        except EngineError as error:
+            code = error.code.value
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self._engine.metrics.requests.labels(method, code).inc()
+            request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "-")
+            log.info("%s %s %s %.3fs", method, request_id, code, time.perf_counter() - started)
+
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         handle = None
         try:
-            handle = self._submit(request)
-            response = pb.GenerateResponse(request_id=handle.request_id, model=handle.model_id)
-            texts = []
-            async for chunk in handle:
-                texts.append(chunk.text)
-                response.token_ids.extend(chunk.token_ids)
-                response.logprobs.extend(convert.to_logprobs(chunk.logprobs))
-                if chunk.input is not None:
-                    response.input.token_ids.extend(chunk.input.token_ids)
-                    response.input.text = chunk.input.text
-                if chunk.finish is not None:
-                    response.finish.CopyFrom(convert.to_finish(chunk.finish))
-            response.text = "".join(texts)
-            return response
+            async with self._accounting("Generate", context):
+                handle = await self._submit(request)
+                response = pb.GenerateResponse(request_id=handle.request_id, model=handle.model_id)
+                texts = []
+                async for chunk in handle:
+                    texts.append(chunk.text)
+                    response.token_ids.extend(chunk.token_ids)
+                    response.logprobs.extend(convert.to_logprobs(chunk.logprobs))
+                    if chunk.input is not None:
+                        response.input.token_ids.extend(chunk.input.token_ids)
+                        response.input.text = chunk.input.text
+                    if chunk.finish is not None:
+                        response.finish.CopyFrom(convert.to_finish(chunk.finish))
+                response.text = "".join(texts)
+                return response
         except EngineError as error:
             await abort_with(context, error)
         finally:
@@ -55,15 +88,16 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         handle = None
         try:
-            handle = self._submit(request)
-            first = True
-            while chunks := await handle.next_chunks():
-                message = convert.to_stream_response(convert.merge_chunks(chunks))
-                if first:
-                    message.request_id = handle.request_id
-                    message.model = handle.model_id
-                    first = False
-                yield message
+            async with self._accounting("StreamGenerate", context):
+                handle = await self._submit(request)
+                first = True
+                while chunks := await handle.next_chunks():
+                    message = convert.to_stream_response(convert.merge_chunks(chunks))
+                    if first:
+                        message.request_id = handle.request_id
+                        message.model = handle.model_id
+                        first = False
+                    yield message
         except EngineError as error:
             await abort_with(context, error)
         finally:
@@ -73,21 +107,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(
-            models=[convert.to_model(d) for d in self._engine.describe_models()]
-        )
+        return pb.ListModelsResponse(models=[convert.to_model(d) for d in self._engine.describe_models()])
 
-    async def ModelInfo(
-        self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext
-    ) -> pb.Model:
+    async def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.Model:
         try:
             return convert.to_model(self._engine.registry.get(request.model).describe())
         except EngineError as error:
             await abort_with(context, error)
 
-    async def Tokenize(
-        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.TokenizeResponse:
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         try:
             tokenizer = self._engine.registry.get(request.model).tokenizer
             which = request.WhichOneof("input")
@@ -95,15 +123,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 text = render_chat(tokenizer, convert.chat_to_prompt(request.chat))
                 ids = tokenizer.encode(text, add_special_tokens=False)
             elif which == "text":
-                add_special = (
-                    request.add_special_tokens if request.HasField("add_special_tokens") else True
-                )
+                add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
                 ids = tokenizer.encode(request.text, add_special_tokens=add_special)
             else:
                 raise invalid("input", "one of text or chat is required")
-            return pb.TokenizeResponse(
-                token_ids=ids, tokens=tokenizer.convert_ids_to_tokens(ids)
-            )
+            return pb.TokenizeResponse(token_ids=ids, tokens=tokenizer.convert_ids_to_tokens(ids))
         except EngineError as error:
             await abort_with(context, error)
 
@@ -115,16 +139,41 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             bad = [t for t in request.token_ids if t >= model.vocab_size]
             if bad:
                 raise invalid("token_ids", f"token id {bad[0]} is outside the vocabulary")
-            text = model.tokenizer.decode(
-                list(request.token_ids), skip_special_tokens=request.skip_special_tokens
-            )
+            text = model.tokenizer.decode(list(request.token_ids), skip_special_tokens=request.skip_special_tokens)
             return pb.DetokenizeResponse(text=text)
         except EngineError as error:
             await abort_with(context, error)
 
-    async def Abort(
-        self, request: pb.AbortRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AbortResponse:
+    async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
         if not request.request_id:
             await abort_with(context, invalid("request_id", "request_id is required"))
         return pb.AbortResponse(found=self._engine.abort(request.request_id))
+
+    async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.Model:
+        try:
+            if not request.source:
+                raise invalid("source", "source (a Hugging Face id or a server path) is required")
+            source = ModelSource(id=request.id or request.source, source=request.source)
+            loop = asyncio.get_running_loop()
+            described = await loop.run_in_executor(None, self._engine.load_model, source)
+            return convert.to_model(described)
+        except EngineError as error:
+            await abort_with(context, error)
+        except (OSError, ValueError) as exc:
+            await abort_with(
+                context, EngineError(ErrorCode.NOT_FOUND, f"cannot load '{request.source}': {exc}", field="source")
+            )
+
+    async def UnloadModel(
+        self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadModelResponse:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._engine.unload_model, request.model)
+            return pb.UnloadModelResponse()
+        except EngineError as error:
+            await abort_with(context, error)
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricsResponse:
+        return pb.GetMetricsResponse(text=self._engine.metrics.exposition())

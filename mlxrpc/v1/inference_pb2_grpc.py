@@ -70,6 +70,21 @@ class InferenceStub:
                 request_serializer=mlxrpc_dot_v1_dot_inference__pb2.AbortRequest.SerializeToString,
                 response_deserializer=mlxrpc_dot_v1_dot_inference__pb2.AbortResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/mlxrpc.v1.Inference/LoadModel',
+                request_serializer=mlxrpc_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=mlxrpc_dot_v1_dot_inference__pb2.Model.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/mlxrpc.v1.Inference/UnloadModel',
+                request_serializer=mlxrpc_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=mlxrpc_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/mlxrpc.v1.Inference/GetMetrics',
+                request_serializer=mlxrpc_dot_v1_dot_inference__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=mlxrpc_dot_v1_dot_inference__pb2.GetMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -127,6 +142,28 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Loads a model under an id (admin). Loading takes the engine thread, so
+        generation pauses while the weights load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Unloads a model (admin); its running requests end UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetrics(self, request, context):
+        """The engine's metrics in the Prometheus text exposition format.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +201,21 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=mlxrpc_dot_v1_dot_inference__pb2.AbortRequest.FromString,
                     response_serializer=mlxrpc_dot_v1_dot_inference__pb2.AbortResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=mlxrpc_dot_v1_dot_inference__pb2.LoadModelRequest.FromString,
+                    response_serializer=mlxrpc_dot_v1_dot_inference__pb2.Model.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=mlxrpc_dot_v1_dot_inference__pb2.UnloadModelRequest.FromString,
+                    response_serializer=mlxrpc_dot_v1_dot_inference__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=mlxrpc_dot_v1_dot_inference__pb2.GetMetricsRequest.FromString,
+                    response_serializer=mlxrpc_dot_v1_dot_inference__pb2.GetMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +408,87 @@ class Inference:
             '/mlxrpc.v1.Inference/Abort',
             mlxrpc_dot_v1_dot_inference__pb2.AbortRequest.SerializeToString,
             mlxrpc_dot_v1_dot_inference__pb2.AbortResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlxrpc.v1.Inference/LoadModel',
+            mlxrpc_dot_v1_dot_inference__pb2.LoadModelRequest.SerializeToString,
+            mlxrpc_dot_v1_dot_inference__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlxrpc.v1.Inference/UnloadModel',
+            mlxrpc_dot_v1_dot_inference__pb2.UnloadModelRequest.SerializeToString,
+            mlxrpc_dot_v1_dot_inference__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlxrpc.v1.Inference/GetMetrics',
+            mlxrpc_dot_v1_dot_inference__pb2.GetMetricsRequest.SerializeToString,
+            mlxrpc_dot_v1_dot_inference__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,
