@@ -8,7 +8,7 @@ MLX_EXTRA ?= $(shell $(PYTHON) -c "import sys; print('' if sys.platform == 'darw
 EXTRAS := $(subst $(eval) ,$(shell printf ','),$(strip $(MLX_EXTRA) test))
 ARGS ?=
 
-.PHONY: install serve test proto lint bench clean
+.PHONY: install serve test proto docs lint bench clean
 
 $(VENV)/.installed-$(MLX_EXTRA): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: install
 
 proto: install
 	$(PY) -m mlxrpc.protogen
+
+docs: install
+	$(PY) -m mlxrpc.docgen
 
 lint: install
 	$(VENV)/bin/ruff check mlxrpc tests clients benchmarks

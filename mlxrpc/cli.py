@@ -13,7 +13,7 @@ from dataclasses import fields
 
 from .settings import Settings, parse_bool
 
-_HELP = {
+HELP = {
     "model": "model to serve: a Hugging Face id or local path, or ALIAS=SOURCE; repeatable "
     "(default: the built-in demo model)",
     "host": "address to bind (default 0.0.0.0)",
@@ -39,6 +39,9 @@ _HELP = {
     "admin_key": "key for loading and unloading models (model management is off without it)",
     "load_on_demand": "load a model the first time a request names it (true/false)",
     "max_models": "most models loaded at once; the least recently used idle one is unloaded (0: no limit)",
+    "tls_cert": "PEM certificate chain: serve gRPC over TLS",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA: require client certificates signed by it (mTLS)",
     "blas": "Linux CPU: auto (use the system OpenBLAS if present), bundled, or a library path",
 }
 
@@ -48,7 +51,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> No
     for name in names:
         flag = "--" + name.replace("_", "-")
         kind = kinds[name]
-        help_text = _HELP[name] + f" [env MLXRPC_{name.upper()}]"
+        help_text = HELP[name] + f" [env MLXRPC_{name.upper()}]"
         if name in ("model", "api_key"):
             parser.add_argument(flag, action="append", default=None, help=help_text)
         else:
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         "[env MLXRPC_UPSTREAM]",
     )
     _add_settings_flags(gateway, ["host", "http_port", "workers", "max_message_bytes", "log_level"])
+    gateway.add_argument("--upstream-ca", default=None, help="PEM CA to verify TLS engines")
+    gateway.add_argument("--upstream-cert", default=None, help="PEM client certificate (mTLS)")
+    gateway.add_argument("--upstream-key", default=None, help="PEM client key (mTLS)")
     gateway.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     generate = sub.add_parser("generate", help="stream one completion from a running server")
@@ -106,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(serve(settings, with_sidecar=not args.no_http))
     if args.command == "gateway":
+        from .gateway.upstream import UpstreamTLS
         from .gateway.workers import run_gateway
 
-        return run_gateway(settings, args.upstream, reuse_port=args.reuse_port)
+        tls = UpstreamTLS.from_files(args.upstream_ca, args.upstream_cert, args.upstream_key)
+        return run_gateway(settings, args.upstream, reuse_port=args.reuse_port, tls=tls)
     if args.command == "generate":
         return asyncio.run(_generate(args))
     return 2

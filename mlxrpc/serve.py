@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .blas import describe
 from .demo_model import DEMO_MODEL_ID, ensure_demo_model
@@ -36,25 +38,33 @@ class EngineServer:
     engine: Engine
     grpc: GrpcServer
     grpc_port: int
+    # Where co-located sidecars connect (a Unix socket, plaintext even with TLS).
+    local_target: str
     sidecars: list = field(default_factory=list)
+    _socket_dir: tempfile.TemporaryDirectory | None = None
 
     async def stop(self, grace: float) -> None:
         await self.grpc.stop(grace)
         await asyncio.get_running_loop().run_in_executor(None, self.engine.shutdown)
+        if self._socket_dir is not None:
+            self._socket_dir.cleanup()
 
 
 async def start_engine_server(settings: Settings) -> EngineServer:
     loop = asyncio.get_running_loop()
     engine = Engine(settings)
     grpc_server = GrpcServer(engine, settings)
-    port = await grpc_server.start(settings.host, settings.grpc_port)
+    socket_dir = tempfile.TemporaryDirectory(prefix="mlxrpc-")
+    local_socket = str(Path(socket_dir.name) / "engine.sock")
+    port = await grpc_server.start(settings.host, settings.grpc_port, local_socket)
     engine.on_failure(
         lambda exc: loop.call_soon_threadsafe(lambda: loop.create_task(grpc_server.mark_failed()))
     )
     sources = await loop.run_in_executor(None, model_sources, settings)
     await loop.run_in_executor(None, engine.start, sources)
     await grpc_server.mark_ready()
-    return EngineServer(engine=engine, grpc=grpc_server, grpc_port=port)
+    return EngineServer(engine=engine, grpc=grpc_server, grpc_port=port,
+                        local_target=f"unix:{local_socket}", _socket_dir=socket_dir)
 
 
 async def serve(settings: Settings, *, with_sidecar: bool = True) -> int:
@@ -66,7 +76,7 @@ async def serve(settings: Settings, *, with_sidecar: bool = True) -> int:
     if with_sidecar:
         from .gateway.workers import start_sidecars
 
-        server.sidecars = await start_sidecars(settings, [f"127.0.0.1:{server.grpc_port}"])
+        server.sidecars = await start_sidecars(settings, [server.local_target])
     log.info("%s", describe())
     log.info("ready: gRPC on port %d", server.grpc_port)
     await stop_requested.wait()

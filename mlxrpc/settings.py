@@ -61,6 +61,11 @@ class Settings:
     # Most models loaded at once; loading one more unloads the least recently
     # used idle one (0: no limit).
     max_models: int = 0
+    # gRPC TLS: server certificate chain and key (PEM); with a client CA,
+    # clients must present a certificate signed by it (mTLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
     # keeps the MLX wheel's reference BLAS, or a library path.
     blas: str = "auto"

@@ -136,12 +136,14 @@ def test_one_sidecar_over_two_engines_survives_losing_one(model_dir) -> None:
         def served_by() -> list[int]:
             for e in engines:
                 e.engine.metrics.requests.clear()
-            for _ in range(6):
+            for _ in range(8):
                 client.completions.create(model="default", prompt="hi", max_tokens=1)
             return [int(sum(s.value for m in e.engine.metrics.requests.collect() for s in m.samples
                             if s.name.endswith("_total"))) for e in engines]
 
-        assert served_by() == [3, 3]
+        # Both engines serve (round_robin only starts using a subchannel once
+        # it is connected, so the split need not be exactly even).
+        assert all(n > 0 for n in served_by())
         stop_stack(engines.pop(0))
         for _ in range(6):
             assert client.completions.create(model="default", prompt="hi", max_tokens=1).usage

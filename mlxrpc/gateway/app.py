@@ -17,28 +17,29 @@ from ..v1 import inference_pb2 as pb
 from . import sse, translate
 from .errors import ApiError, from_rpc_error, from_validation_error
 from .schema import ChatCompletionRequest, CompletionRequest, LoadModelBody
-from .upstream import Upstream
+from .upstream import Upstream, UpstreamTLS
 
 log = logging.getLogger(__name__)
 
 UPSTREAM = web.AppKey("upstream", Upstream)
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 @web.middleware
 async def request_ids(request: web.Request, handler: Callable) -> web.StreamResponse:
     """Every request gets an id (the client's X-Request-ID, or a new one) that
     travels to the engine as gRPC metadata and comes back in the response."""
-    request["request_id"] = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request[REQUEST_ID] = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     response = await handler(request)
     if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = request["request_id"]
+        response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     return response
 
 
 def metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for an upstream call: the caller's credentials and request id."""
-    pairs = [("x-request-id", request["request_id"])]
+    pairs = [("x-request-id", request[REQUEST_ID])]
     if auth := request.headers.get("Authorization"):
         pairs.append(("authorization", auth))
     return tuple(pairs)
@@ -176,7 +177,7 @@ async def _stream(
         except StopAsyncIteration:
             raise ApiError(502, "the engine closed the stream without a result") from None
         model = head.model
-        response = await sse.open_stream(request, {REQUEST_ID_HEADER: request["request_id"]})
+        response = await sse.open_stream(request, {REQUEST_ID_HEADER: request[REQUEST_ID]})
         payloads = first(model) + on_message(model, head)
         finish = head.finish if head.HasField("finish") else None
         if payloads:
@@ -245,11 +246,12 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "unavailable"}, status=503)
 
 
-def create_app(upstreams: list[str], max_body_bytes: int) -> web.Application:
+def create_app(upstreams: list[str], max_body_bytes: int,
+               tls: UpstreamTLS | None = None) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[request_ids, openai_errors])
 
     async def connect(app: web.Application) -> AsyncIterator[None]:
-        app[UPSTREAM] = Upstream(upstreams, max_body_bytes)
+        app[UPSTREAM] = Upstream(upstreams, max_body_bytes, tls)
         yield
         await app[UPSTREAM].close()
 

@@ -1,19 +1,15 @@
 """The sidecar's OpenAPI description, built from the request schemas.
 
-``python -m mlxrpc.gateway.openapi`` rewrites docs/openapi.json; a test fails
-when the committed file drifts from the schemas.
+``python -m mlxrpc.docgen`` rewrites docs/openapi.json; a test fails when the
+committed file drifts from the schemas.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from .schema import ChatCompletionRequest, CompletionRequest
-
-OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 _ERROR = {
     "type": "object",
@@ -93,8 +89,3 @@ def build() -> dict[str, Any]:
 
 def render() -> str:
     return json.dumps(build(), indent=2, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":
-    OUTPUT.write_text(render())
-    sys.exit(0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,23 +29,46 @@ def channel_target(upstreams: list[str]) -> str:
     return f"{scheme}:" + ",".join(upstreams)
 
 
+@dataclass(frozen=True)
+class UpstreamTLS:
+    """PEM material to reach engines that serve TLS (with a client cert for mTLS)."""
+
+    ca: bytes
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    @classmethod
+    def from_files(cls, ca: str | None, cert: str | None, key: str | None) -> UpstreamTLS | None:
+        if not ca:
+            return None
+        read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
+        return cls(read(ca), read(cert), read(key))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+
+
 class Upstream:
     """Stubs over one channel; create inside the event loop that uses them."""
 
-    def __init__(self, upstreams: list[str], max_message_bytes: int) -> None:
+    def __init__(self, upstreams: list[str], max_message_bytes: int,
+                 tls: UpstreamTLS | None = None) -> None:
         service_config = {
             "loadBalancingConfig": [{"round_robin": {}}],
             "healthCheckConfig": {"serviceName": ""},
         }
-        self.channel = grpc.aio.insecure_channel(
-            channel_target(upstreams),
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.service_config", json.dumps(service_config)),
-                ("grpc.enable_retries", 1),
-                ("grpc.keepalive_time_ms", 30_000),
-            ],
+        target = channel_target(upstreams)
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.service_config", json.dumps(service_config)),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+        ]
+        self.channel = (
+            grpc.aio.secure_channel(target, tls.credentials(), options=options)
+            if tls is not None
+            else grpc.aio.insecure_channel(target, options=options)
         )
         self.inference = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)

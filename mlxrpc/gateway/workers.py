@@ -17,6 +17,7 @@ import sys
 from ..blas import child_env
 from ..settings import Settings, resolve_workers
 from .app import create_app, start_app
+from .upstream import UpstreamTLS
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ async def stop_sidecars(processes: list[asyncio.subprocess.Process], grace: floa
             await process.wait()
 
 
-def run_gateway(settings: Settings, upstreams: list[str] | None, *, reuse_port: bool) -> int:
+def run_gateway(settings: Settings, upstreams: list[str] | None, *, reuse_port: bool,
+                tls: UpstreamTLS | None = None) -> int:
     """``mlxrpc gateway``: one worker, or a supervisor of several."""
     upstreams = upstreams or [
         u.strip() for u in os.environ.get("MLXRPC_UPSTREAM", "127.0.0.1:50051").split(",") if u
@@ -74,15 +76,16 @@ def run_gateway(settings: Settings, upstreams: list[str] | None, *, reuse_port: 
     workers = resolve_workers(settings.workers)
     if workers > 1:
         return asyncio.run(_supervise(settings, upstreams))
-    return asyncio.run(_serve_one(settings, upstreams, reuse_port))
+    return asyncio.run(_serve_one(settings, upstreams, reuse_port, tls))
 
 
-async def _serve_one(settings: Settings, upstreams: list[str], reuse_port: bool) -> int:
+async def _serve_one(settings: Settings, upstreams: list[str], reuse_port: bool,
+                     tls: UpstreamTLS | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(upstreams, settings.max_message_bytes)
+    app = create_app(upstreams, settings.max_message_bytes, tls)
     runner, port = await start_app(app, settings.host, settings.http_port,
                                    reuse_port=reuse_port, grace=settings.grace_period)
     print(f"{READY} {port}", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -56,10 +57,22 @@ class GrpcServer:
         self.port = 0
         self._model_names: set[str] = set()
 
-    async def start(self, host: str, port: int) -> int:
-        """Binds and starts; returns the bound port (useful with port 0)."""
+    async def start(self, host: str, port: int, local_socket: str = "") -> int:
+        """Binds and starts; returns the bound port (useful with port 0).
+
+        ``local_socket`` adds a plaintext Unix-socket listener for co-located
+        sidecars: reachable by local processes only, and cheaper than TCP.
+        """
         await self._set_all(NOT_SERVING)
-        self.port = self._server.add_insecure_port(f"{_bracket(host)}:{port}")
+        address = f"{_bracket(host)}:{port}"
+        credentials = tls_credentials(self.settings)
+        self.port = (
+            self._server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self._server.add_insecure_port(address)
+        )
+        if local_socket:
+            self._server.add_insecure_port(f"unix:{local_socket}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
         await self._server.start()
@@ -68,10 +81,6 @@ class GrpcServer:
             lambda: loop.call_soon_threadsafe(lambda: loop.create_task(self.refresh_models())))
         log.info("gRPC listening on %s:%d", host, self.port)
         return self.port
-
-    def add_listener(self, address: str) -> None:
-        """An extra address (e.g. ``unix:/path``) for co-located sidecars; before start."""
-        self._server.add_insecure_port(address)
 
     async def mark_ready(self) -> None:
         await self._set_all(SERVING)
@@ -101,6 +110,19 @@ class GrpcServer:
     async def _set_all(self, status: int) -> None:
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)
+
+
+def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert:
+        return None
+    if not settings.tls_key:
+        raise ValueError("--tls-cert needs --tls-key")
+    ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 def _bracket(host: str) -> str:
