@@ -67,6 +67,9 @@ class ZeroCostEngine:
     def stop_accepting(self) -> None:
         pass
 
+    def on_models_changed(self, callback) -> None:
+        pass
+
 
 def serve_zero_cost(port_queue: multiprocessing.Queue) -> None:
     """Child process: the real gRPC server over the zero-cost engine."""
