@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import fields
 
@@ -39,6 +40,12 @@ HELP = {
     "admin_key": "key for loading and unloading models (model management is off without it)",
     "load_on_demand": "load a model the first time a request names it (true/false)",
     "max_models": "most models loaded at once; the least recently used idle one is unloaded (0: no limit)",
+    "max_image_bytes": "largest image accepted, in bytes (default 20 MiB)",
+    "max_image_pixels": "largest image accepted, in pixels (default 4096x4096)",
+    "max_images": "most images per request (default 8)",
+    "image_fetch_timeout": "seconds to fetch an image URL (default 10)",
+    "allow_private_image_urls": "let image URLs reach private and loopback addresses (true/false)",
+    "allow_local_image_paths": "let requests name image files on the server (true/false)",
     "tls_cert": "PEM certificate chain: serve gRPC over TLS",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA: require client certificates signed by it (mTLS)",
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mlxrpc: {exc}", file=sys.stderr)
             return 2
 
-        return asyncio.run(serve(settings, with_sidecar=not args.no_http))
+        code = asyncio.run(serve(settings, with_sidecar=not args.no_http))
+        exit_now(code)
     if args.command == "gateway":
         from .gateway.upstream import UpstreamTLS
         from .gateway.workers import run_gateway
@@ -120,6 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return asyncio.run(_generate(args))
     return 2
+
+
+def exit_now(code: int) -> None:
+    """Exits without running C++ static destructors.
+
+    The server has drained and stopped by now. MLX can abort the process
+    ("terminate called without an active exception") while tearing down the
+    streams of an engine thread that has ended, which would turn a clean exit 0
+    into 134; nothing is left to clean up, so skip that phase.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _generate(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,15 +109,21 @@ def ensure_demo_model() -> Path:
 
 def ensure_text_model(dest: Path, spec: TextModelSpec) -> Path:
     """Builds ``spec`` into ``dest`` unless an identical build is already there."""
+    return ensure_built(dest, spec.fingerprint(), lambda path: build_text_model(path, spec))
+
+
+def ensure_built(dest: Path, fingerprint: str, build: Callable[[Path], object]) -> Path:
+    """Runs ``build`` into a staging folder moved to ``dest`` (atomic for readers),
+    unless ``dest`` already holds a build with the same fingerprint."""
     stamp = dest / "mlxrpc-spec.json"
-    if stamp.exists() and stamp.read_text() == spec.fingerprint():
+    if stamp.exists() and stamp.read_text() == fingerprint:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
     try:
-        build_text_model(staging, spec)
+        build(staging)
         stamp_tmp = staging / "mlxrpc-spec.json"
-        stamp_tmp.write_text(spec.fingerprint())
+        stamp_tmp.write_text(fingerprint)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -126,7 +133,7 @@ def ensure_text_model(dest: Path, spec: TextModelSpec) -> Path:
     return dest
 
 
-def build_tokenizer(vocab_size: int):
+def build_tokenizer(vocab_size: int, extra_specials: Sequence[str] = ()):
     """A byte-level BPE trained on a fixed corpus, padded to ``vocab_size``."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -135,7 +142,7 @@ def build_tokenizer(vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[*SPECIAL_TOKENS, *extra_specials],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -61,6 +61,14 @@ class Settings:
     # Most models loaded at once; loading one more unloads the least recently
     # used idle one (0: no limit).
     max_models: int = 0
+    # Images (vision models): size and count limits, fetch timeout, and whether
+    # URLs may point at private/loopback addresses or requests may name server paths.
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_images: int = 8
+    image_fetch_timeout: float = 10.0
+    allow_private_image_urls: bool = False
+    allow_local_image_paths: bool = False
     # gRPC TLS: server certificate chain and key (PEM); with a client CA,
     # clients must present a certificate signed by it (mTLS).
     tls_cert: str = ""

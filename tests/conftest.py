@@ -103,11 +103,31 @@ def make_stack(model_dir: Path) -> Iterator[Callable[..., Stack]]:
     """Starts a private server with custom settings; stopped after the test."""
     started: list[Stack] = []
 
-    def make(**overrides: Any) -> Stack:
-        s = start_stack([f"llama={model_dir}"], **overrides)
+    def make(models: list[str] | None = None, **overrides: Any) -> Stack:
+        s = start_stack(models or [f"llama={model_dir}"], **overrides)
         started.append(s)
         return s
 
     yield make
     for s in started:
         stop_stack(s)
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leaves with pytest's own status, skipping C++ static destructors.
+
+    The engine threads of the in-process servers have ended by now; MLX can
+    abort while tearing their streams down at interpreter exit, which would
+    turn a green run into exit code 134 (see mlxrpc.cli.exit_now).
+    """
+    if _exit_status:
+        from mlxrpc.cli import exit_now
+
+        exit_now(_exit_status[0])

@@ -14,7 +14,8 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
-from .sampling import LogitsProcessor, Sampler
+from .params import ResolvedSampling
+from .sampling import LogitsProcessor, make_request_sampler
 
 
 @dataclass
@@ -71,11 +72,14 @@ class ModelBatch:
         prompt: list[int],
         *,
         max_tokens: int,
-        sampler: Sampler,
+        sampling: ResolvedSampling,
         processors: list[LogitsProcessor],
         stop_token_ids: list[int],
+        vocab_size: int,
+        model_inputs: dict[str, Any] | None = None,
     ) -> tuple[int, int]:
         """Queues a sequence; returns (uid, prompt tokens served from the prompt cache)."""
+        sampler = make_request_sampler(sampling, vocab_size)
         stops = StopSequences([(t,) for t in stop_token_ids]) if stop_token_ids else StopSequences()
         cache, rest = self._fetch(prompt)
         cached = len(prompt) - len(rest)

@@ -33,9 +33,9 @@ from .params import (
     validate_logprobs,
     validate_stopping,
 )
-from .prompts import tokenize_prompt
+from .prompts import render_chat, tokenize_prompt
 from .registry import LoadedModel, ModelRegistry, ModelSource, load_model
-from .sampling import make_request_processors, make_request_sampler
+from .sampling import make_request_processors
 from .stopping import StopStringMatcher
 from .structured import GrammarProcessor, check_grammar, grammar_for, tool_call_grammar
 from .tools import ToolCallExtractor, tool_markers
@@ -46,12 +46,15 @@ from .types import (
     GenerationRequest,
     InputDetails,
     ModelDescription,
+    ModelKind,
     StopReason,
     Timings,
     TokenLogprob,
     ToolChoice,
     Usage,
 )
+from .vision import decode_images, vision_inputs
+from .vision_batching import VisionBatch
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,10 @@ class _Active:
     stop_on: list[int]
     grammar: str | None = None
     tool_format: tuple | None = None
+    # A vision prompt's decoded images; the engine thread turns them into
+    # model inputs (pixel values, grid sizes).
+    images: list[Any] | None = None
+    model_inputs: dict[str, Any] | None = None
     uid: int = -1
     cached_tokens: int = 0
     prefill_started: float | None = None
@@ -262,10 +269,27 @@ class Engine:
         sampling = resolve_sampling(request.sampling, self.settings, vocab)
         validate_stopping(request.stopping, vocab)
         validate_logprobs(request.logprobs, request.top_logprobs)
-        prompt_ids, prompt_text = tokenize_prompt(model.tokenizer, request.prompt, vocab)
-        max_tokens = resolve_max_tokens(
-            request.stopping.max_tokens, self.settings, len(prompt_ids), model.context_length
-        )
+        images = request.prompt.images if isinstance(request.prompt, ChatPrompt) else []
+        decoded: list[Any] | None = None
+        if model.kind is ModelKind.VISION:
+            if request.logprobs:
+                raise EngineError(ErrorCode.UNIMPLEMENTED,
+                                  "logprobs are not available for vision models yet", field="logprobs")
+            if not isinstance(request.prompt, ChatPrompt):
+                raise invalid("input", f"'{model.id}' is a vision model: send chat messages")
+            render_chat(model.tokenizer, request.prompt)  # template errors now, not later
+            decoded = decode_images(request.prompt, self.settings.max_image_pixels)
+            # Tokenized with the images on the engine thread (mlx-vlm's processor uses MLX).
+            prompt_ids, prompt_text = [], ""
+            max_tokens = min(request.stopping.max_tokens or self.settings.max_tokens,
+                             self.settings.max_tokens)
+        else:
+            if images:
+                raise invalid("messages", f"the model '{model.id}' does not accept images")
+            prompt_ids, prompt_text = tokenize_prompt(model.tokenizer, request.prompt, vocab)
+            max_tokens = resolve_max_tokens(
+                request.stopping.max_tokens, self.settings, len(prompt_ids), model.context_length
+            )
         grammar, tool_format = self._plan_constraints(request, model)
         stop_ids = set(request.stopping.stop_token_ids)
         stop_on = sorted(stop_ids | (set() if request.stopping.ignore_eos else set(model.eos_token_ids)))
@@ -302,6 +326,7 @@ class Engine:
             stop_on=stop_on,
             grammar=grammar,
             tool_format=tool_format,
+            images=decoded,
         )
         self._post(("admit", active))
         return handle
@@ -478,29 +503,34 @@ class Engine:
                 except BaseException as exc:
                     future.set_exception(exc)
 
-    def _batch_for(self, model: LoadedModel) -> ModelBatch:
+    def _batch_for(self, model: LoadedModel) -> ModelBatch | VisionBatch:
         batch = self._batches.get(model.id)
         if batch is None:
-            s = self.settings
-            batch = self._batches[model.id] = ModelBatch(
-                model.model,
-                max_num_seqs=s.max_num_seqs,
-                prefill_batch_size=s.prefill_batch_size,
-                prefill_step_size=s.prefill_step_size,
-                prompt_cache_size=s.prompt_cache_size,
-                prompt_cache_bytes=s.prompt_cache_bytes,
-            )
+            batch = self._batches[model.id] = self._new_batch(model, self.settings.max_num_seqs)
         return batch
+
+    def _new_batch(self, model: LoadedModel, max_num_seqs: int) -> ModelBatch | VisionBatch:
+        s = self.settings
+        if model.kind is ModelKind.VISION:
+            return VisionBatch(model.model, model.processor, max_num_seqs=max_num_seqs,
+                               prefill_batch_size=s.prefill_batch_size,
+                               prefill_step_size=s.prefill_step_size)
+        return ModelBatch(
+            model.model,
+            max_num_seqs=max_num_seqs,
+            prefill_batch_size=s.prefill_batch_size,
+            prefill_step_size=s.prefill_step_size,
+            prompt_cache_size=s.prompt_cache_size,
+            prompt_cache_bytes=s.prompt_cache_bytes,
+        )
 
     def _admit(self, a: _Active) -> None:
         if a.handle.finished:  # cancelled while queued
             return
         s = a.sampling
         try:
-            sampler = make_request_sampler(
-                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
-                seed=s.seed, vocab_size=a.model.vocab_size,
-            )
+            if a.images is not None:
+                self._prepare_vision(a)
             processors = make_request_processors(
                 logit_bias=s.logit_bias,
                 repetition_penalty=s.repetition_penalty,
@@ -511,8 +541,8 @@ class Engine:
                 processors.append(GrammarProcessor(a.model.grammar_tokenizer, a.grammar,
                                                    a.model.vocab_size))
             a.uid, a.cached_tokens = self._batch_for(a.model).insert(
-                a.prompt_ids, max_tokens=a.max_tokens, sampler=sampler,
-                processors=processors, stop_token_ids=a.stop_on,
+                a.prompt_ids, max_tokens=a.max_tokens, sampling=s, processors=processors,
+                stop_token_ids=a.stop_on, vocab_size=a.model.vocab_size, model_inputs=a.model_inputs,
             )
         except Exception as exc:
             log.exception("admitting %s failed", a.handle.request_id)
@@ -530,6 +560,14 @@ class Engine:
         self._active[a.handle] = a
         self._by_uid[(a.model.id, a.uid)] = a
         self._idle.clear()
+
+    def _prepare_vision(self, a: _Active) -> None:
+        """Tokenizes a vision prompt with its images (engine thread) and checks its length."""
+        assert isinstance(a.request.prompt, ChatPrompt) and a.images is not None
+        a.prompt_ids, a.prompt_text, a.model_inputs = vision_inputs(
+            a.model.processor, a.model.tokenizer, a.request.prompt, a.images)
+        a.max_tokens = resolve_max_tokens(a.max_tokens, self.settings, len(a.prompt_ids),
+                                          a.model.context_length)
 
     def _abort(self, handle: RequestHandle) -> None:
         a = self._active.pop(handle, None)
@@ -690,12 +728,14 @@ class Engine:
 
     def _warm_up(self, loaded: LoadedModel) -> None:
         """Runs one short generation so the first request does not pay for setup."""
-        batch = ModelBatch(loaded.model, max_num_seqs=1, prefill_batch_size=1, prefill_step_size=64)
-        batch.insert(
-            [0, 1], max_tokens=2, sampler=make_request_sampler(
-                temperature=0, top_p=1, top_k=0, min_p=0, seed=0, vocab_size=loaded.vocab_size),
-            processors=[], stop_token_ids=[],
-        )
+        batch = self._new_batch(loaded, max_num_seqs=1)
+        ids, inputs = [0, 1], None
+        if loaded.kind is ModelKind.VISION:
+            ids, _, inputs = vision_inputs(loaded.processor, loaded.tokenizer, ChatPrompt(
+                [{"role": "user", "content": "hi"}]), [])
+        greedy = ResolvedSampling(0.0, 1.0, 0, 0.0, None, 0.0, 0.0, {}, 0)
+        batch.insert(ids, max_tokens=2, sampling=greedy, processors=[], stop_token_ids=[],
+                     vocab_size=loaded.vocab_size, model_inputs=inputs)
         while len(batch):
             batch.step()
         batch.close()

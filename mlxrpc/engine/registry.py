@@ -6,6 +6,7 @@ same call real users make; it runs on the engine thread, which owns MLX.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -52,6 +53,8 @@ class LoadedModel:
     aliases: list[str] = field(default_factory=list)
     # llguidance's view of the tokenizer, for grammars; None if it cannot be built.
     grammar_tokenizer: Any = None
+    # The mlx-vlm processor (image preprocessing) of a vision model.
+    processor: Any = None
     last_used: float = field(default_factory=time.monotonic)
 
     @property
@@ -87,30 +90,56 @@ class LoadedModel:
 
 
 def load_model(source: ModelSource) -> LoadedModel:
-    """Loads one checkpoint. Must run on the engine thread."""
-    import mlx_lm
+    """Loads one checkpoint: mlx-lm for text, mlx-vlm when it has a vision tower.
 
+    Must run on the engine thread.
+    """
     started = time.perf_counter()
     log.info("loading model %s from %s", source.id, source.source)
     try:
-        model, tokenizer, config = mlx_lm.load(source.source, return_config=True)
+        path = _local_path(source.source)
+        config = json.loads((path / "config.json").read_text())
+        loaded = _load_vision(source, path, config) if "vision_config" in config else _load_text(source)
     except FileNotFoundError as exc:
-        raise EngineError(ErrorCode.NOT_FOUND, f"cannot load '{source.source}': {exc}") from exc
-    loaded = LoadedModel(
-        id=source.id,
-        source=source.source,
-        kind=ModelKind.TEXT,
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        created=int(time.time()),
-    )
+        raise EngineError(ErrorCode.NOT_FOUND, f"cannot load '{source.source}': {exc}",
+                          field="model") from exc
     try:
-        loaded.grammar_tokenizer = build_tokenizer(tokenizer._tokenizer, loaded.vocab_size)
+        loaded.grammar_tokenizer = build_tokenizer(loaded.tokenizer._tokenizer, loaded.vocab_size)
     except Exception as exc:  # e.g. a slow (non-Rust) tokenizer
         log.warning("structured output is off for %s: %s", source.id, exc)
-    log.info("loaded %s in %.2fs", source.id, time.perf_counter() - started)
+    log.info("loaded %s (%s) in %.2fs", source.id, loaded.kind.value, time.perf_counter() - started)
     return loaded
+
+
+def _local_path(source: str) -> Path:
+    """A local folder for a path or a Hugging Face id (downloaded if needed)."""
+    local = Path(source).expanduser()
+    if local.exists():
+        return local
+    from mlx_lm.utils import _download
+
+    return Path(_download(source))
+
+
+def _load_text(source: ModelSource) -> LoadedModel:
+    import mlx_lm
+
+    model, tokenizer, config = mlx_lm.load(source.source, return_config=True)
+    return LoadedModel(id=source.id, source=source.source, kind=ModelKind.TEXT, model=model,
+                       tokenizer=tokenizer, config=config, created=int(time.time()))
+
+
+def _load_vision(source: ModelSource, path: Path, config: dict[str, Any]) -> LoadedModel:
+    import mlx_vlm
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    model, processor = mlx_vlm.load(str(path))
+    eos = config.get("eos_token_id")
+    tokenizer = load_tokenizer(path, eos_token_ids=[eos] if isinstance(eos, int) else eos)
+    text_config = {**config.get("text_config", {}), **config}
+    return LoadedModel(id=source.id, source=source.source, kind=ModelKind.VISION, model=model,
+                       tokenizer=tokenizer, config=text_config, created=int(time.time()),
+                       processor=processor)
 
 
 class ModelRegistry:
@@ -173,7 +202,3 @@ def _quantization(model: LoadedModel) -> str:
 
     params = tree_flatten(model.model.parameters())
     return str(params[0][1].dtype).removeprefix("mlx.core.") if params else ""
-
-
-def is_local_path(source: str) -> bool:
-    return Path(source).expanduser().exists()

@@ -19,6 +19,8 @@ from mlx_lm.sample_utils import (
     make_logits_processors,
 )
 
+from .params import ResolvedSampling
+
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
@@ -27,31 +29,60 @@ def greedy(logprobs: mx.array) -> mx.array:
     return mx.argmax(logprobs, axis=-1)
 
 
-def make_request_sampler(
-    *, temperature: float, top_p: float, top_k: int, min_p: float, seed: int | None,
-    vocab_size: int,
-) -> Sampler:
-    """A sampler for one request; argmax when temperature is 0."""
-    if temperature == 0:
-        return greedy
+def _filters(s: ResolvedSampling, vocab_size: int) -> list[Callable[[mx.array], mx.array]]:
     filters: list[Callable[[mx.array], mx.array]] = []
-    if 0 < top_p < 1.0:
-        filters.append(lambda x: apply_top_p(x, top_p))
-    if min_p > 0.0:
-        filters.append(lambda x: apply_min_p(x, min_p))
-    if 0 < top_k < vocab_size:
-        filters.append(lambda x: apply_top_k(x, top_k))
-    key = mx.random.key(seed if seed is not None else random.getrandbits(63))
-    state = [key]
-    inverse_temperature = 1.0 / temperature
+    if 0 < s.top_p < 1.0:
+        filters.append(lambda x: apply_top_p(x, s.top_p))
+    if s.min_p > 0.0:
+        filters.append(lambda x: apply_min_p(x, s.min_p))
+    if 0 < s.top_k < vocab_size:
+        filters.append(lambda x: apply_top_k(x, s.top_k))
+    return filters
+
+
+def _key_stream(seed: int | None) -> Callable[[], mx.array]:
+    """This request's own PRNG: a fresh subkey per call."""
+    state = [mx.random.key(seed if seed is not None else random.getrandbits(63))]
+
+    def next_key() -> mx.array:
+        state[0], step_key = mx.random.split(state[0])
+        return step_key
+
+    return next_key
+
+
+def make_request_sampler(s: ResolvedSampling, vocab_size: int) -> Sampler:
+    """A sampler for one request; argmax when temperature is 0."""
+    if s.temperature == 0:
+        return greedy
+    filters, next_key, inverse_temperature = _filters(s, vocab_size), _key_stream(s.seed), 1.0 / s.temperature
 
     def sample(logprobs: mx.array) -> mx.array:
         for apply in filters:
             logprobs = apply(logprobs)
-        state[0], step_key = mx.random.split(state[0])
-        return mx.random.categorical(logprobs * inverse_temperature, key=step_key)
+        return mx.random.categorical(logprobs * inverse_temperature, key=next_key())
 
     return sample
+
+
+def make_sampling_processor(s: ResolvedSampling, vocab_size: int) -> LogitsProcessor | None:
+    """Sampling as a logits processor, for batches that only take argmax (mlx-vlm's).
+
+    Adding Gumbel noise drawn from the request's own key to the tempered,
+    filtered log-probabilities and taking the argmax samples the same
+    distribution as categorical sampling (the Gumbel-max trick).
+    """
+    if s.temperature == 0:
+        return None
+    filters, next_key, inverse_temperature = _filters(s, vocab_size), _key_stream(s.seed), 1.0 / s.temperature
+
+    def process(tokens: mx.array, logits: mx.array) -> mx.array:
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        for apply in filters:
+            logprobs = apply(logprobs)
+        return logprobs * inverse_temperature + mx.random.gumbel(shape=logprobs.shape, key=next_key())
+
+    return process
 
 
 def make_request_processors(

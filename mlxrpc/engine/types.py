@@ -13,13 +13,27 @@ class TextPrompt:
 
 
 @dataclass
+class ImageInput:
+    """One image of a chat prompt: a URL, encoded bytes, or a server path."""
+
+    url: str = ""
+    data: bytes = b""
+    path: str = ""
+
+
+@dataclass
 class ChatPrompt:
-    """Messages in the OpenAI/Hugging Face chat-template shape."""
+    """Messages in the OpenAI/Hugging Face chat-template shape.
+
+    Image parts appear in message content as {"type": "image"}; ``images``
+    holds them in order of appearance.
+    """
 
     messages: list[dict[str, Any]]
     add_generation_prompt: bool = True
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     tools: list[dict[str, Any]] | None = None
+    images: list[ImageInput] = field(default_factory=list)
 
 
 @dataclass

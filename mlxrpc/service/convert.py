@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..engine.errors import EngineError, ErrorCode, invalid
+from ..engine.errors import invalid
 from ..engine.types import (
     ChatPrompt,
     Chunk,
     Finish,
     GenerationRequest,
+    ImageInput,
     ModelDescription,
     ModelKind,
     Prompt,
@@ -37,10 +38,6 @@ _STOP_REASONS = {
 _MODEL_KINDS = {ModelKind.TEXT: pb.MODEL_KIND_TEXT, ModelKind.VISION: pb.MODEL_KIND_VISION}
 
 
-def _unimplemented(what: str) -> EngineError:
-    return EngineError(ErrorCode.UNIMPLEMENTED, f"{what} is not supported by this server yet")
-
-
 def _json_object(text: str, field: str) -> dict[str, Any]:
     if not text:
         return {}
@@ -60,19 +57,31 @@ def _arguments(text: str) -> Any:
         return text
 
 
-def message_to_dict(m: pb.ChatMessage, index: int) -> dict[str, Any]:
-    """A chat message in the shape Hugging Face chat templates expect."""
+def message_to_dict(m: pb.ChatMessage, index: int, images: list[ImageInput]) -> dict[str, Any]:
+    """A chat message in the shape Hugging Face chat templates expect.
+
+    Text-only content becomes a string; content with images a list of parts,
+    each image part a placeholder whose source is appended to ``images``.
+    """
     if m.role not in CHAT_ROLES:
         raise invalid(
             f"messages[{index}].role",
             f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}, got '{m.role}'",
         )
-    texts = []
+    parts: list[dict[str, Any]] = []
     for part in m.content:
         if part.WhichOneof("part") == "image":
-            raise _unimplemented("image input")
-        texts.append(part.text)
-    message: dict[str, Any] = {"role": m.role, "content": "".join(texts)}
+            source = part.image.WhichOneof("source")
+            if source is None:
+                raise invalid(f"messages[{index}].content", "an image part needs url, data or path")
+            images.append(ImageInput(**{source: getattr(part.image, source)}))
+            parts.append({"type": "image"})
+        else:
+            parts.append({"type": "text", "text": part.text})
+    content: Any = parts
+    if all(p["type"] == "text" for p in parts):
+        content = "".join(p["text"] for p in parts)
+    message: dict[str, Any] = {"role": m.role, "content": content}
     if m.name:
         message["name"] = m.name
     if m.tool_calls:
@@ -91,8 +100,10 @@ def message_to_dict(m: pb.ChatMessage, index: int) -> dict[str, Any]:
 
 
 def chat_to_prompt(chat: pb.ChatInput) -> ChatPrompt:
+    images: list[ImageInput] = []
     return ChatPrompt(
-        messages=[message_to_dict(m, i) for i, m in enumerate(chat.messages)],
+        messages=[message_to_dict(m, i, images) for i, m in enumerate(chat.messages)],
+        images=images,
         add_generation_prompt=(
             chat.add_generation_prompt if chat.HasField("add_generation_prompt") else True
         ),

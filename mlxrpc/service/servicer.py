@@ -14,10 +14,12 @@ from ..engine.errors import EngineError, ErrorCode, invalid
 from ..engine.loop import Engine, RequestHandle
 from ..engine.prompts import render_chat
 from ..engine.registry import ModelSource
+from ..engine.types import ChatPrompt, ModelKind
 from ..settings import Settings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from . import convert
+from .images import resolve_images
 from .status import abort_with
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def _submit(self, request: pb.GenerateRequest) -> RequestHandle:
         generation = convert.to_generation_request(request)
+        prompt = generation.prompt
+        if isinstance(prompt, ChatPrompt) and prompt.images:
+            model = self._engine.registry.get(generation.model)
+            if model.kind is not ModelKind.VISION:
+                raise invalid("messages", f"the model '{model.id}' does not accept images")
+            await resolve_images(prompt.images, self._settings)
         try:
             return self._engine.submit(generation)
         except EngineError as error:
