@@ -16,6 +16,7 @@ import aiohttp
 import grpc
 
 from mlxrpc.engine.loop import RequestHandle
+from mlxrpc.metrics import Metrics
 from mlxrpc.engine.types import Chunk, Finish, ModelDescription, ModelKind, StopReason, Timings, Usage
 from mlxrpc.settings import Settings
 from mlxrpc.v1 import inference_pb2 as pb
@@ -32,6 +33,7 @@ class ZeroCostEngine:
     """
 
     def __init__(self) -> None:
+        self.metrics = Metrics()
         self._running: list[list] = []
         self._producer: asyncio.Task | None = None
 

@@ -53,17 +53,21 @@ HELP = {
 }
 
 
+# Flags other servers use for the same settings (vllm-mlx's --port).
+ALIASES = {"http_port": ["--port"]}
+
+
 def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     kinds = {f.name: f.type for f in fields(Settings)}
     for name in names:
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-"), *ALIASES.get(name, [])]
         kind = kinds[name]
         help_text = HELP[name] + f" [env MLXRPC_{name.upper()}]"
         if name in ("model", "api_key"):
-            parser.add_argument(flag, action="append", default=None, help=help_text)
+            parser.add_argument(*flags, dest=name, action="append", default=None, help=help_text)
         else:
             converter = {"int": int, "float": float, "bool": parse_bool}.get(str(kind), str)
-            parser.add_argument(flag, type=converter, default=None, help=help_text)
+            parser.add_argument(*flags, dest=name, type=converter, default=None, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve models over gRPC and the OpenAI REST API")
+    serve.add_argument("models", nargs="*", metavar="MODEL",
+                       help="models to serve, as with --model (vllm-mlx style: serve MODEL)")
     _add_settings_flags(serve, [f.name for f in fields(Settings)])
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only, no sidecar")
+    # vllm-mlx's flags, accepted so its commands work: batching is always
+    # continuous, and the prefix cache is mlxrpc's answer to a paged cache
+    # (docs/configuration.md says why).
+    serve.add_argument("--continuous-batching", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--use-paged-cache", action="store_true", help=argparse.SUPPRESS)
 
     gateway = sub.add_parser("gateway", help="run the OpenAI REST sidecar alone")
     gateway.add_argument(
@@ -95,11 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    """Settings from parsed arguments (None = not given), then MLXRPC_* env, then defaults."""
+    values = {k: v for k, v in vars(args).items() if v is not None}
+    if getattr(args, "models", None):
+        values["model"] = [*args.models, *(args.model or [])]
+    return Settings.resolve(values, env)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cli_values = {k: v for k, v in vars(args).items() if v is not None}
     try:
-        settings = Settings.resolve(cli_values)
+        settings = settings_from_args(args)
     except ValueError as exc:
         print(f"mlxrpc: {exc}", file=sys.stderr)
         return 2

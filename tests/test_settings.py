@@ -2,13 +2,12 @@
 
 import pytest
 
-from mlxrpc.cli import build_parser
+from mlxrpc.cli import build_parser, settings_from_args
 from mlxrpc.settings import Settings, resolve_workers
 
 
 def resolve(argv: list[str], env: dict[str, str]) -> Settings:
-    args = build_parser().parse_args(["serve", *argv])
-    return Settings.resolve({k: v for k, v in vars(args).items() if v is not None}, env)
+    return settings_from_args(build_parser().parse_args(["serve", *argv]), env)
 
 
 def test_defaults_apply_when_nothing_is_set() -> None:
@@ -43,3 +42,10 @@ def test_workers_count_or_fraction_of_cores(spec: str, cores: int, expected: int
 def test_invalid_workers_are_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="workers"):
         resolve_workers(spec, 4)
+
+
+def test_vllm_mlx_command_line_is_accepted() -> None:
+    s = resolve(["mlx-community/Qwen3-0.6B-8bit", "--port", "8001", "--continuous-batching",
+                 "--use-paged-cache", "--max-tokens", "100", "--stream-interval", "5"], {})
+    assert (s.model, s.http_port, s.max_tokens, s.stream_interval) == (
+        ["mlx-community/Qwen3-0.6B-8bit"], 8001, 100, 5)
