@@ -16,8 +16,8 @@ import aiohttp
 import grpc
 
 from mlxrpc.engine.loop import RequestHandle
-from mlxrpc.metrics import Metrics
 from mlxrpc.engine.types import Chunk, Finish, ModelDescription, ModelKind, StopReason, Timings, Usage
+from mlxrpc.metrics import Metrics
 from mlxrpc.settings import Settings
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
