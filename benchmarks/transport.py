@@ -15,7 +15,7 @@ import time
 import aiohttp
 import grpc
 
-from mlxrpc.engine.loop import RequestHandle
+from mlxrpc.engine.handle import RequestHandle
 from mlxrpc.engine.types import Chunk, Finish, ModelDescription, ModelKind, StopReason, Timings, Usage
 from mlxrpc.metrics import Metrics
 from mlxrpc.settings import Settings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlxrpc.engine.errors import EngineError, ErrorCode
-from mlxrpc.engine.loop import RequestHandle
+from mlxrpc.engine.handle import RequestHandle
 from mlxrpc.engine.types import Chunk, Finish, StopReason, Timings, Usage
 from mlxrpc.service.convert import merge_chunks
 

@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,9 @@ from typing import Any
 from ..metrics import Metrics
 from ..settings import Settings
 from .batching import ModelBatch, StepToken
+from .constraints import plan_constraints
 from .errors import EngineError, ErrorCode, invalid
+from .handle import RequestHandle, deliver
 from .params import (
     ResolvedSampling,
     resolve_max_tokens,
@@ -37,8 +38,8 @@ from .prompts import render_chat, tokenize_prompt
 from .registry import LoadedModel, ModelRegistry, ModelSource, load_model
 from .sampling import make_request_processors
 from .stopping import StopStringMatcher
-from .structured import GrammarProcessor, check_grammar, grammar_for, tool_call_grammar
-from .tools import ToolCallExtractor, tool_markers
+from .structured import GrammarProcessor
+from .tools import ToolCallExtractor
 from .types import (
     ChatPrompt,
     Chunk,
@@ -50,7 +51,6 @@ from .types import (
     StopReason,
     Timings,
     TokenLogprob,
-    ToolChoice,
     Usage,
 )
 from .vision import decode_images, vision_inputs
@@ -59,82 +59,6 @@ from .vision_batching import VisionBatch
 log = logging.getLogger(__name__)
 
 _request_counter = itertools.count(1)
-
-
-class RequestHandle:
-    """The caller's side of one request: an async iterator of ``Chunk``s.
-
-    Iteration raises ``EngineError`` if the request fails; the last chunk
-    carries ``finish``. ``cancel()`` frees the batch slot at the next step.
-    """
-
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, request_id: str) -> None:
-        self.request_id = request_id
-        self.model_id = ""
-        self._engine = engine
-        self._loop = loop
-        self._items: deque[Chunk | EngineError] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False  # no more items will arrive
-        self._drained = False  # the caller has consumed the end
-
-    def __aiter__(self) -> RequestHandle:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        while not self._items:
-            if self._closed:
-                self._drained = True
-                raise StopAsyncIteration
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        item = self._items.popleft()
-        if isinstance(item, EngineError):
-            self._drained = True
-            raise item
-        return item
-
-    async def next_chunks(self) -> list[Chunk]:
-        """Every chunk that is ready (waiting for at least one); [] at the end.
-
-        A consumer slower than the engine thus gets the backlog in one go and
-        can send it as one message, instead of falling further behind.
-        """
-        chunks: list[Chunk] = []
-        while not chunks:
-            try:
-                chunks.append(await self.__anext__())
-            except StopAsyncIteration:
-                return []
-        while self._items and not isinstance(self._items[0], EngineError):
-            chunks.append(self._items.popleft())
-        return chunks
-
-    def cancel(self) -> None:
-        """Stops the request (idempotent). Safe to call after it finished."""
-        if not self._closed:
-            self._close()
-            self._engine._post(("abort", self))
-
-    @property
-    def finished(self) -> bool:
-        return self._closed
-
-    # -- called on the caller's loop only
-    def _push(self, item: Chunk | EngineError) -> None:
-        if self._closed:
-            return
-        self._items.append(item)
-        if isinstance(item, EngineError) or item.finish is not None:
-            self._close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _close(self) -> None:
-        self._closed = True
-        self._engine._release(self)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 @dataclass
@@ -281,8 +205,7 @@ class Engine:
             decoded = decode_images(request.prompt, self.settings.max_image_pixels)
             # Tokenized with the images on the engine thread (mlx-vlm's processor uses MLX).
             prompt_ids, prompt_text = [], ""
-            max_tokens = min(request.stopping.max_tokens or self.settings.max_tokens,
-                             self.settings.max_tokens)
+            max_tokens = request.stopping.max_tokens or self.settings.max_tokens
         else:
             if images:
                 raise invalid("messages", f"the model '{model.id}' does not accept images")
@@ -290,7 +213,7 @@ class Engine:
             max_tokens = resolve_max_tokens(
                 request.stopping.max_tokens, self.settings, len(prompt_ids), model.context_length
             )
-        grammar, tool_format = self._plan_constraints(request, model)
+        grammar, tool_format = plan_constraints(request, model)
         stop_ids = set(request.stopping.stop_token_ids)
         stop_on = sorted(stop_ids | (set() if request.stopping.ignore_eos else set(model.eos_token_ids)))
 
@@ -330,43 +253,6 @@ class Engine:
         )
         self._post(("admit", active))
         return handle
-
-    @staticmethod
-    def _plan_constraints(
-        request: GenerationRequest, model: LoadedModel
-    ) -> tuple[str | None, tuple | None]:
-        """(grammar to enforce, tool-call format to extract); refuses what cannot be done."""
-        tools = request.prompt.tools if isinstance(request.prompt, ChatPrompt) else None
-        choice = request.tool_choice
-        forced = choice in (ToolChoice.REQUIRED, ToolChoice.FUNCTION)
-        if forced and not tools:
-            raise invalid("tool_choice", f"tool_choice '{choice.value}' needs tools")
-        markers = None
-        if tools:
-            markers = tool_markers(model.tokenizer)
-            if markers is None:
-                raise invalid("tools", f"the chat template of '{model.id}' has no tool-call format")
-        grammar = field = None
-        if request.response_format is not None:
-            if forced:
-                raise invalid("response_format", "response_format cannot be combined with a forced tool call")
-            grammar, field = grammar_for(request.response_format)
-        elif forced:
-            assert tools is not None and markers is not None
-            selected = tools
-            if choice is ToolChoice.FUNCTION:
-                selected = [t for t in tools if t["function"]["name"] == request.tool_function]
-                if not selected:
-                    raise invalid("tool_choice", f"tool_choice names '{request.tool_function}', "
-                                  "which is not among the tools")
-            grammar, field = tool_call_grammar(selected, markers[0], markers[1] or ""), "tools"
-        if grammar is not None:
-            if model.grammar_tokenizer is None:
-                raise EngineError(ErrorCode.UNIMPLEMENTED,
-                                  f"structured output is not available for '{model.id}'")
-            check_grammar(grammar, model.grammar_tokenizer, field or "response_format")
-        tool_format = markers if tools and choice is not ToolChoice.NONE else None
-        return grammar, tool_format
 
     def abort(self, request_id: str) -> bool:
         """Ends a running request with CANCELLED; False if no such request runs."""
@@ -706,7 +592,7 @@ class Engine:
         outbox, self._outbox = self._outbox, {}
         for loop, items in outbox.items():
             with contextlib.suppress(RuntimeError):  # the caller's loop closed: nobody listens
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(deliver, items)
 
     def _fail_model(self, model_id: str, error: EngineError) -> None:
         for handle, a in list(self._active.items()):
@@ -739,11 +625,6 @@ class Engine:
         while len(batch):
             batch.step()
         batch.close()
-
-
-def _deliver(items: list[tuple[RequestHandle, Any]]) -> None:
-    for handle, item in items:
-        handle._push(item)
 
 
 def _classify(exc: BaseException) -> EngineError:

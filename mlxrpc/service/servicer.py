@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from ..engine.errors import EngineError, ErrorCode, invalid
-from ..engine.loop import Engine, RequestHandle
+from ..engine.handle import RequestHandle
+from ..engine.loop import Engine
 from ..engine.prompts import render_chat
 from ..engine.registry import ModelSource
 from ..engine.types import ChatPrompt, ModelKind
