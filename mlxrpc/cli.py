@@ -37,6 +37,7 @@ HELP = {
     "max_message_bytes": "largest gRPC message / HTTP body in bytes (default 64 MiB)",
     "log_level": "DEBUG, INFO, WARNING or ERROR (default INFO)",
     "api_key": "API key clients must send (Authorization: Bearer); repeatable",
+    "cors_origin": "browser origin allowed to call the REST API (CORS); repeatable, * for any",
     "admin_key": "key for loading and unloading models (model management is off without it)",
     "load_on_demand": "load a model the first time a request names it (true/false)",
     "max_models": "most models loaded at once; the least recently used idle one is unloaded (0: no limit)",
@@ -63,7 +64,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> No
         flags = ["--" + name.replace("_", "-"), *ALIASES.get(name, [])]
         kind = kinds[name]
         help_text = HELP[name] + f" [env MLXRPC_{name.upper()}]"
-        if name in ("model", "api_key"):
+        if name in ("model", "api_key", "cors_origin"):
             parser.add_argument(*flags, dest=name, action="append", default=None, help=help_text)
         else:
             converter = {"int": int, "float": float, "bool": parse_bool}.get(str(kind), str)
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine gRPC address (host:port, unix:path, or dns:///name); repeatable "
         "[env MLXRPC_UPSTREAM]",
     )
-    _add_settings_flags(gateway, ["host", "http_port", "workers", "max_message_bytes", "log_level"])
+    _add_settings_flags(gateway, ["host", "http_port", "workers", "max_message_bytes", "log_level",
+                                  "cors_origin"])
     gateway.add_argument("--upstream-ca", default=None, help="PEM CA to verify TLS engines")
     gateway.add_argument("--upstream-cert", default=None, help="PEM client certificate (mTLS)")
     gateway.add_argument("--upstream-key", default=None, help="PEM client key (mTLS)")

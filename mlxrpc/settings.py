@@ -54,6 +54,8 @@ class Settings:
     log_level: str = "INFO"
     # API keys accepted on both surfaces (empty: no authentication).
     api_key: list[str] = field(default_factory=list)
+    # Browser origins the REST sidecar allows (CORS); "*" for any, empty for none.
+    cors_origin: list[str] = field(default_factory=list)
     # Key for LoadModel/UnloadModel and the REST model routes (empty: disabled).
     admin_key: str = ""
     # Load a model the first time a request names it (a hub id or server path).

@@ -76,7 +76,8 @@ def start_stack(models: list[str], *, http: bool = True, **overrides: Any) -> St
     stack = Stack(settings, server.engine, f"127.0.0.1:{server.grpc_port}", _thread=thread)
     stack._stoppers.append(lambda: thread.run(server.stop(1.0)))
     if http:
-        app = create_app([server.local_target], settings.max_message_bytes)
+        app = create_app([server.local_target], settings.max_message_bytes,
+                         cors_origins=settings.cors_origin)
         runner, port = thread.run(start_app(app, "127.0.0.1", 0, grace=1.0))
         stack.http_base = f"http://127.0.0.1:{port}"
         stack._stoppers.insert(0, lambda: thread.run(runner.cleanup()))

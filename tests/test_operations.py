@@ -152,3 +152,23 @@ def test_one_sidecar_over_two_engines_survives_losing_one(model_dir) -> None:
         for e in engines:
             stop_stack(e)
         thread.close()
+
+
+def test_cors_is_off_by_default_and_follows_the_allowed_origins(make_stack) -> None:
+    stack = make_stack(cors_origin=["https://chat.example"])
+    url = f"{stack.http_base}/v1/chat/completions"
+    preflight = {"Origin": "https://chat.example", "Access-Control-Request-Method": "POST"}
+    ok = requests.options(url, headers=preflight, timeout=10)
+    assert ok.status_code == 204 and ok.headers["Access-Control-Allow-Origin"] == "https://chat.example"
+    other = requests.options(url, headers={**preflight, "Origin": "https://evil.example"}, timeout=10)
+    assert other.status_code == 403
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for stream in (False, True):
+        r = requests.post(url, json={**body, "stream": stream}, timeout=30,
+                          headers={"Origin": "https://chat.example"})
+        assert r.headers["Access-Control-Allow-Origin"] == "https://chat.example"
+
+
+def test_no_cors_headers_without_configuration(stack) -> None:
+    r = requests.get(f"{stack.http_base}/v1/models", headers={"Origin": "https://x.example"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in r.headers

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..v1 import inference_pb2 as pb
 from . import sse, translate
+from .cors import CORS_ORIGIN, cors_middleware
 from .errors import ApiError, from_rpc_error, from_validation_error
 from .schema import ChatCompletionRequest, CompletionRequest, LoadModelBody
 from .upstream import Upstream, UpstreamTLS
@@ -177,7 +178,10 @@ async def _stream(
         except StopAsyncIteration:
             raise ApiError(502, "the engine closed the stream without a result") from None
         model = head.model
-        response = await sse.open_stream(request, {REQUEST_ID_HEADER: request[REQUEST_ID]})
+        headers = {REQUEST_ID_HEADER: request[REQUEST_ID]}
+        if origin := request.get(CORS_ORIGIN):
+            headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
+        response = await sse.open_stream(request, headers)
         payloads = first(model) + on_message(model, head)
         finish = head.finish if head.HasField("finish") else None
         if payloads:
@@ -246,9 +250,12 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "unavailable"}, status=503)
 
 
-def create_app(upstreams: list[str], max_body_bytes: int,
-               tls: UpstreamTLS | None = None) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[request_ids, openai_errors])
+def create_app(upstreams: list[str], max_body_bytes: int, tls: UpstreamTLS | None = None,
+               cors_origins: list[str] | None = None) -> web.Application:
+    middlewares = [request_ids, openai_errors]
+    if cors_origins:
+        middlewares.insert(0, cors_middleware(cors_origins))
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
 
     async def connect(app: web.Application) -> AsyncIterator[None]:
         app[UPSTREAM] = Upstream(upstreams, max_body_bytes, tls)

@@ -37,6 +37,7 @@ async def start_sidecars(
             *(arg for u in upstreams for arg in ("--upstream", u)), "--host", settings.host, "--http-port", str(port),
             "--workers", "1", "--max-message-bytes", str(settings.max_message_bytes),
             "--log-level", settings.log_level, *(["--reuse-port"] if count > 1 else []),
+            *(arg for origin in settings.cors_origin for arg in ("--cors-origin", origin)),
             stdout=asyncio.subprocess.PIPE, env=child_env(),
         )
         processes.append(process)
@@ -85,7 +86,7 @@ async def _serve_one(settings: Settings, upstreams: list[str], reuse_port: bool,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(upstreams, settings.max_message_bytes, tls)
+    app = create_app(upstreams, settings.max_message_bytes, tls, settings.cors_origin)
     runner, port = await start_app(app, settings.host, settings.http_port,
                                    reuse_port=reuse_port, grace=settings.grace_period)
     print(f"{READY} {port}", flush=True)

@@ -66,7 +66,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         finally:
             self._engine.metrics.requests.labels(method, code).inc()
             request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "-")
-            log.info("%s %s %s %.3fs", method, request_id, code, time.perf_counter() - started)
+            log.info("access method=%s request_id=%s code=%s seconds=%.3f", method, request_id, code,
+                     time.perf_counter() - started)
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         handle = None
