@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,47 +13,23 @@ import pytest
 import requests
 
 from mlxrpc.demo_model import DEMO_MODEL_ID
+from mlxrpc.launcher import ServeProcess
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .helpers import text_request
 
 
-class Served:
-    """A running `mlxrpc serve` process, its ports, and its log."""
+class Served(ServeProcess):
+    """`mlxrpc serve` with its cache in the test's folder."""
 
     def __init__(self, args: list[str], cache: Path) -> None:
-        env = {**os.environ, "MLXRPC_CACHE_DIR": str(cache), "MLXRPC_HOST": "127.0.0.1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlxrpc", "serve", "--grpc-port", "0", "--http-port", "0", *args],
-            stderr=subprocess.PIPE, text=True, env=env,
-        )
-        self.log: list[str] = []
-        self.grpc_port = self.http_port = 0
-        ready = threading.Event()
-        threading.Thread(target=self._read_log, args=(ready,), daemon=True).start()
-        assert ready.wait(120), "serve did not become ready:\n" + "".join(self.log)
-        assert self.grpc_port, "serve exited early:\n" + "".join(self.log)
-
-    def _read_log(self, ready: threading.Event) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            if m := re.search(r"REST sidecar on port (\d+)", line):
-                self.http_port = int(m.group(1))
-            if m := re.search(r"ready: gRPC on port (\d+)", line):
-                self.grpc_port = int(m.group(1))
-                ready.set()
-        ready.set()
+        super().__init__(*args, env={"MLXRPC_CACHE_DIR": str(cache), "MLXRPC_HOST": "127.0.0.1"},
+                         timeout=120)
 
     def children(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +48,7 @@ def serve(cache: Path) -> Iterator:
 
     yield start
     for s in started:
-        if s.process.poll() is None:
-            s.process.kill()
-            s.process.wait()
+        s.kill()
 
 
 def test_serve_without_model_serves_the_demo_model_on_both_surfaces(serve) -> None:
