@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["single_stream", "concurrency", "prefix_cache", "structured", "transport"]
+BENCHMARKS = ["single_stream", "concurrency", "prefix_cache", "structured", "transport", "vision"]
 
 
 def main() -> int:
