@@ -233,3 +233,53 @@ def test_engine_errors_map_to_grpc_codes() -> None:
     for code in ErrorCode:
         status = to_status(EngineError(code, "boom"))
         assert status.code == getattr(grpc.StatusCode, code.value)
+
+
+async def test_out_of_memory_in_one_step_is_resource_exhausted(stub, stack: Stack, monkeypatch) -> None:
+    from mlxrpc.engine import batching
+
+    original = batching.ModelBatch.step
+    calls = {"n": 0}
+
+    def oom_once(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("[metal::malloc] Out of memory: attempting to allocate 80 GB")
+        return original(self)
+
+    monkeypatch.setattr(batching.ModelBatch, "step", oom_once)
+    await expect_error(stub.Generate(text_request(max_tokens=4)), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    monkeypatch.setattr(batching.ModelBatch, "step", original)
+    assert (await stub.Generate(text_request(max_tokens=2))).finish.usage.completion_tokens == 2
+
+
+async def test_engine_thread_death_fails_streams_and_turns_health_off(make_stack, monkeypatch) -> None:
+    """The engine thread never dies silently: in-flight requests end INTERNAL,
+    health turns NOT_SERVING, new requests get UNAVAILABLE."""
+    dying = make_stack(http=False)
+    engine = dying.engine
+    original = engine._drain_commands
+    armed = {"on": False}
+
+    def drain_then_die() -> bool:
+        if armed["on"]:
+            raise RuntimeError("simulated engine bug")
+        return original()
+
+    monkeypatch.setattr(engine, "_drain_commands", drain_then_die)
+    async with grpc.aio.insecure_channel(dying.grpc_target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        call = stub.StreamGenerate(text_request(max_tokens=256, ignore_eos=True))
+        await call.read()
+        armed["on"] = True
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        status = (await watch.read()).status
+        while status != health_pb2.HealthCheckResponse.NOT_SERVING:
+            status = (await watch.read()).status
+        watch.cancel()
+        await expect_error(stub.Generate(text_request()), grpc.StatusCode.UNAVAILABLE)
