@@ -50,6 +50,8 @@ HELP = {
     "tls_cert": "PEM certificate chain: serve gRPC over TLS",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA: require client certificates signed by it (mTLS)",
+    "max_model_bytes": "most bytes of model weights loaded at once; least recently used idle models "
+    "are unloaded to make room (0: no limit)",
     "blas": "Linux CPU: auto (use the system OpenBLAS if present), bundled, or a library path",
 }
 

@@ -63,6 +63,8 @@ class Settings:
     # Most models loaded at once; loading one more unloads the least recently
     # used idle one (0: no limit).
     max_models: int = 0
+    # Most bytes of weights loaded at once, with the same LRU unloading (0: no limit).
+    max_model_bytes: int = 0
     # Images (vision models): size and count limits, fetch timeout, and whether
     # URLs may point at private/loopback addresses or requests may name server paths.
     max_image_bytes: int = 20 * 1024 * 1024

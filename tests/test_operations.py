@@ -90,6 +90,18 @@ def test_lru_unloads_the_least_recently_used_model(make_stack, qwen_dir, model_d
         assert "default" in stub.ModelInfo(pb.ModelInfoRequest(model="qwen")).aliases
 
 
+def test_memory_bound_unloads_least_recently_used(make_stack, qwen_dir, model_dir) -> None:
+    from mlxrpc.engine.registry import checkpoint_bytes
+
+    bound = checkpoint_bytes(qwen_dir) + checkpoint_bytes(model_dir) - 1
+    stack = make_stack(admin_key=ADMIN, max_model_bytes=bound)
+    meta = (("authorization", f"Bearer {ADMIN}"),)
+    with grpc.insecure_channel(stack.grpc_target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        stub.LoadModel(pb.LoadModelRequest(source=str(qwen_dir), id="qwen"), metadata=meta)
+        assert [m.id for m in stub.ListModels(pb.ListModelsRequest()).models] == ["qwen"]
+
+
 def test_load_on_demand_loads_a_model_named_by_path(make_stack, qwen_dir) -> None:
     stack = make_stack(load_on_demand=True)
     with grpc.insecure_channel(stack.grpc_target) as channel:

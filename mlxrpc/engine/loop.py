@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..metrics import Metrics
@@ -35,7 +36,14 @@ from .params import (
     validate_stopping,
 )
 from .prompts import render_chat, tokenize_prompt
-from .registry import LoadedModel, ModelRegistry, ModelSource, load_model
+from .registry import (
+    LoadedModel,
+    ModelRegistry,
+    ModelSource,
+    checkpoint_bytes,
+    load_model,
+    local_path,
+)
 from .sampling import make_request_processors
 from .stopping import StopStringMatcher
 from .structured import GrammarProcessor
@@ -268,24 +276,43 @@ class Engine:
     def load_model(self, source: ModelSource) -> ModelDescription:
         """Loads a model while serving (blocking: run it in an executor).
 
-        With --max-models reached, the least recently used idle model is
+        A download happens here, in the caller's thread, so generation goes on
+        meanwhile; only reading the weights takes the engine thread. Past
+        --max-models or --max-model-bytes, least recently used idle models are
         unloaded first.
         """
         if source.id in {m.id for m in self.registry.all()}:
             raise EngineError(ErrorCode.ALREADY_EXISTS, f"model '{source.id}' is already loaded",
                               field="id")
-        limit = self.settings.max_models
-        if limit and len(self.registry.all()) >= limit:
+        try:
+            path = local_path(source.source)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            raise EngineError(ErrorCode.NOT_FOUND, f"cannot load '{source.source}': {exc}",
+                              field="model") from exc
+        self._make_room(source.id, checkpoint_bytes(path))
+        described = self.call(lambda: self._load(source, path)).describe()
+        self._models_changed()
+        return described
+
+    def _make_room(self, model_id: str, needed: int) -> None:
+        """Unloads least recently used idle models until the new one fits the bounds."""
+        s = self.settings
+
+        def over() -> bool:
+            models = self.registry.all()
+            too_many = bool(s.max_models) and len(models) + 1 > s.max_models
+            too_big = bool(s.max_model_bytes) and sum(m.nbytes for m in models) + needed > s.max_model_bytes
+            return too_many or too_big
+
+        while over():
             busy = {a.model.id for a in list(self._active.values())}
             victim = self.registry.least_recently_used(busy)
             if victim is None:
                 raise EngineError(ErrorCode.RESOURCE_EXHAUSTED,
-                                  f"{limit} models are loaded and all are busy", reason="MODEL_LIMIT")
-            log.info("unloading %s (least recently used) to load %s", victim.id, source.id)
+                                  f"no room to load '{model_id}': the loaded models are busy or it is "
+                                  "larger than --max-model-bytes", reason="MODEL_LIMIT")
+            log.info("unloading %s (least recently used) to load %s", victim.id, model_id)
             self.unload_model(victim.id)
-        described = self.call(lambda: self._load(source)).describe()
-        self._models_changed()
-        return described
 
     def unload_model(self, name: str) -> None:
         """Unloads a model; its running requests end UNAVAILABLE."""
@@ -604,9 +631,9 @@ class Engine:
         if batch is not None:
             batch.close()
 
-    def _load(self, source: ModelSource) -> LoadedModel:
+    def _load(self, source: ModelSource, path: Path | None = None) -> LoadedModel:
         started = time.perf_counter()
-        loaded = load_model(source)
+        loaded = load_model(source, path)
         self._warm_up(loaded)
         self.registry.add(loaded)
         self.metrics.load_time.labels(loaded.id).set(time.perf_counter() - started)

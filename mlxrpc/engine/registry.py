@@ -53,6 +53,8 @@ class LoadedModel:
     aliases: list[str] = field(default_factory=list)
     # llguidance's view of the tokenizer, for grammars; None if it cannot be built.
     grammar_tokenizer: Any = None
+    # Bytes of its weights (for --max-model-bytes).
+    nbytes: int = 0
     # The mlx-vlm processor (image preprocessing) of a vision model.
     processor: Any = None
     last_used: float = field(default_factory=time.monotonic)
@@ -89,20 +91,22 @@ class LoadedModel:
         )
 
 
-def load_model(source: ModelSource) -> LoadedModel:
+def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
     """Loads one checkpoint: mlx-lm for text, mlx-vlm when it has a vision tower.
 
-    Must run on the engine thread.
+    Must run on the engine thread; ``path`` is the checkpoint already fetched
+    by ``local_path`` (so a download need not hold the engine thread).
     """
     started = time.perf_counter()
     log.info("loading model %s from %s", source.id, source.source)
     try:
-        path = _local_path(source.source)
+        path = path or local_path(source.source)
         config = json.loads((path / "config.json").read_text())
-        loaded = _load_vision(source, path, config) if "vision_config" in config else _load_text(source)
+        loaded = _load_vision(source, path, config) if "vision_config" in config else _load_text(source, path)
     except FileNotFoundError as exc:
         raise EngineError(ErrorCode.NOT_FOUND, f"cannot load '{source.source}': {exc}",
                           field="model") from exc
+    loaded.nbytes = checkpoint_bytes(path)
     try:
         loaded.grammar_tokenizer = build_tokenizer(loaded.tokenizer._tokenizer, loaded.vocab_size)
     except Exception as exc:  # e.g. a slow (non-Rust) tokenizer
@@ -111,20 +115,27 @@ def load_model(source: ModelSource) -> LoadedModel:
     return loaded
 
 
-def _local_path(source: str) -> Path:
+def local_path(source: str) -> Path:
     """A local folder for a path or a Hugging Face id (downloaded if needed)."""
     local = Path(source).expanduser()
     if local.exists():
         return local
+    if source.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"no such folder: {source}")
     from mlx_lm.utils import _download
 
     return Path(_download(source))
 
 
-def _load_text(source: ModelSource) -> LoadedModel:
+def checkpoint_bytes(path: Path) -> int:
+    """What a checkpoint's weights take in memory, estimated from its files."""
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+def _load_text(source: ModelSource, path: Path) -> LoadedModel:
     import mlx_lm
 
-    model, tokenizer, config = mlx_lm.load(source.source, return_config=True)
+    model, tokenizer, config = mlx_lm.load(str(path), return_config=True)
     return LoadedModel(id=source.id, source=source.source, kind=ModelKind.TEXT, model=model,
                        tokenizer=tokenizer, config=config, created=int(time.time()))
 
