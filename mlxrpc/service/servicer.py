@@ -14,7 +14,7 @@ from ..engine.errors import EngineError, ErrorCode, invalid
 from ..engine.handle import RequestHandle
 from ..engine.loop import Engine
 from ..engine.prompts import render_chat
-from ..engine.registry import ModelSource
+from ..engine.registry import LoadedModel, ModelSource
 from ..engine.types import ChatPrompt, ModelKind
 from ..settings import Settings
 from ..v1 import inference_pb2 as pb
@@ -33,22 +33,25 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def _submit(self, request: pb.GenerateRequest) -> RequestHandle:
         generation = convert.to_generation_request(request)
+        model = await self._model(generation.model)
         prompt = generation.prompt
         if isinstance(prompt, ChatPrompt) and prompt.images:
-            model = self._engine.registry.get(generation.model)
             if model.kind is not ModelKind.VISION:
                 raise invalid("messages", f"the model '{model.id}' does not accept images")
             await resolve_images(prompt.images, self._settings)
+        return self._engine.submit(generation)
+
+    async def _model(self, name: str) -> LoadedModel:
+        """The named model, loaded first if --load-on-demand allows it."""
         try:
-            return self._engine.submit(generation)
+            return self._engine.registry.get(name)
         except EngineError as error:
             if error.code is not ErrorCode.NOT_FOUND or not self._settings.load_on_demand:
                 raise
-        log.info("loading %s on first use", request.model)
+        log.info("loading %s on first use", name)
         await asyncio.get_running_loop().run_in_executor(
-            None, self._engine.load_model, ModelSource.parse(request.model)
-        )
-        return self._engine.submit(generation)
+            None, self._engine.load_model, ModelSource.parse(name))
+        return self._engine.registry.get(name)
 
     @contextlib.asynccontextmanager
     async def _accounting(self, method: str, context: grpc.aio.ServicerContext):
