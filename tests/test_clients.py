@@ -35,3 +35,9 @@ def test_curl_example(stack: Stack) -> None:
 def test_typed_client_example(stack: Stack) -> None:
     out = run(sys.executable, str(CLIENTS / "typed_client.py"), "--target", stack.grpc_target)
     assert "error: INVALID_ARGUMENT on temperature" in out and "async:" in out
+
+
+def test_generate_command(stack: Stack) -> None:
+    out = run(sys.executable, "-m", "mlxrpc", "generate", "--target", stack.grpc_target, "--chat",
+              "--max-tokens", "5", "Hello")
+    assert "[STOP_REASON_LENGTH, 5 tokens]" in out
