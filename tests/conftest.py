@@ -100,6 +100,21 @@ def stack(model_dir: Path, qwen_dir: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def client(stack: Stack) -> Any:
+    """The official openai SDK against the shared server's sidecar."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{stack.http_base}/v1", api_key="not-needed", max_retries=0)
+
+
+@pytest.fixture
+def aclient(stack: Stack) -> Any:
+    import openai
+
+    return openai.AsyncOpenAI(base_url=f"{stack.http_base}/v1", api_key="not-needed", max_retries=0)
+
+
+@pytest.fixture
 def make_stack(model_dir: Path) -> Iterator[Callable[..., Stack]]:
     """Starts a private server with custom settings; stopped after the test."""
     started: list[Stack] = []

@@ -16,17 +16,6 @@ from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .conftest import Stack
 
-
-@pytest.fixture
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.http_base}/v1", api_key="not-needed", max_retries=0)
-
-
-@pytest.fixture
-def aclient(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.http_base}/v1", api_key="not-needed", max_retries=0)
-
-
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 
 

@@ -65,16 +65,6 @@ TIME_TOOL = {
 MESSAGES = [{"role": "user", "content": "List 3 colors"}]
 
 
-@pytest.fixture
-def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.http_base}/v1", api_key="x", max_retries=0)
-
-
-@pytest.fixture
-def aclient(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.http_base}/v1", api_key="x", max_retries=0)
-
-
 def schema_format(schema: dict) -> dict:
     return {"type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}}
 
