@@ -156,6 +156,21 @@ class ToolCall:
 
 
 @dataclass
+class ToolCallDelta:
+    """A piece of a tool call as the model writes it.
+
+    A call's first delta has its ``index``, ``id`` and ``name``; later ones
+    carry only text to append to its JSON ``arguments``. The concatenation of
+    a call's deltas equals its ``ToolCall`` in ``Finish.tool_calls``.
+    """
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
 class Finish:
     reason: StopReason
     usage: Usage
@@ -187,6 +202,8 @@ class Chunk:
     input: InputDetails | None = None
     # A reasoning model's thinking, apart from the answer in ``text``.
     reasoning: str = ""
+    # The model's own tool calls as they are written (see ToolCallDelta).
+    tool_call_deltas: list[ToolCallDelta] = field(default_factory=list)
 
 
 class ModelKind(enum.Enum):
