@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import multiprocessing
 import time
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import aiohttp
 import grpc
@@ -28,22 +30,27 @@ from .common import machine
 class ZeroCostEngine:
     """The part of Engine the servicer uses, with tokens that cost nothing.
 
-    Requests get real RequestHandles; a producer task plays the engine thread,
+    Requests stream through real RequestHandles; a producer task plays the engine thread,
     handing one token to every running request per "step", as the real loop does.
     """
 
     def __init__(self) -> None:
         self.metrics = Metrics()
+        self.registry = SimpleNamespace(get=lambda name: SimpleNamespace(id="zero"))
         self._running: list[list] = []
         self._producer: asyncio.Task | None = None
 
-    async def submit(self, request, owner: str = "") -> RequestHandle:
-        handle = RequestHandle(self, asyncio.get_running_loop(), "r")  # type: ignore[arg-type]
-        handle.model_id = "zero"
+    async def generate(self, request, owner: str = "", load_images=None) -> AsyncIterator[list[Chunk]]:
+        request.request_id = request.request_id or "r"
+        handle = RequestHandle(asyncio.get_running_loop(), request.request_id, "zero")
         self._running.append([handle, request.stopping.max_tokens or 16])
         if self._producer is None or self._producer.done():
             self._producer = asyncio.get_running_loop().create_task(self._produce())
-        return handle
+        try:
+            while chunks := await handle.next_chunks():
+                yield chunks
+        finally:
+            handle.close()
 
     async def _produce(self) -> None:
         while self._running:
@@ -54,14 +61,8 @@ class ZeroCostEngine:
                 if entry[1] == 0 or handle.finished:
                     chunk.finish = Finish(StopReason.LENGTH, Usage(1, 1), Timings())
                     self._running.remove(entry)
-                handle._push(chunk)
+                handle.push(chunk)
             await asyncio.sleep(0)
-
-    def _release(self, handle: RequestHandle) -> None:
-        pass
-
-    def cancel(self, handle: RequestHandle) -> None:
-        pass
 
     def describe_models(self) -> list[ModelDescription]:
         return [ModelDescription("zero", [], ModelKind.TEXT, "", True, 0, 4096, 1, "", "", [], True)]

@@ -420,7 +420,7 @@ class EngineCore:
             batch.close()
 
     def _send(self, handle: RequestHandle, item: Chunk | EngineError) -> None:
-        self._outbox.setdefault(handle._loop, []).append((handle, item))
+        self._outbox.setdefault(handle.loop, []).append((handle, item))
 
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, {}

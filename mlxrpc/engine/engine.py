@@ -1,9 +1,11 @@
-"""The engine as callers see it: submit requests, manage models, read stats.
+"""The engine as callers see it: generate, manage models, read stats.
 
-asyncio callers never touch MLX. ``submit`` reserves a slot, prepares the
-request on the request-side thread pool (template, tokens, grammar, images)
-and posts it to the core (core.py), which owns the MLX thread; chunks come
-back to the returned ``RequestHandle`` through ``loop.call_soon_threadsafe``.
+asyncio callers never touch MLX. ``generate`` is a request's whole lifecycle
+(as vLLM's ``AsyncLLM.generate``): it checks admission, reserves a slot,
+prepares the request on the request-side thread pool (template, tokens,
+grammar, images), posts it to the core (core.py, the MLX thread), yields the
+chunks the core pushes into the request's passive ``RequestHandle``, and in
+its ``finally`` aborts and releases.
 """
 
 from __future__ import annotations
@@ -18,24 +20,27 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..metrics import Metrics
 from ..settings import Settings
+from .admission import check_admission
 from .core import Abort, Admit, EngineCore, EngineStats, InjectFault, warm_up
 from .errors import EngineError, ErrorCode
 from .handle import RequestHandle
 from .model_options import model_options
 from .prepare import prepare
 from .registry import LoadedModel, ModelRegistry, ModelSource, checkpoint_bytes, load_model, local_path
-from .types import GenerationRequest, ModelDescription
+from .types import ChatPrompt, Chunk, GenerationRequest, ImageInput, ModelDescription
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Fills the bytes of a prompt's images (URLs, paths): the service's I/O, under its policy.
+ImageLoader = Callable[[list[ImageInput]], Awaitable[None]]
 # Request-side threads: enough to prepare one request while another's
 # grammar compiles, few enough to leave the cores to MLX.
 REQUEST_SIDE_THREADS = 2
@@ -120,28 +125,44 @@ class Engine:
 
     # ------------------------------------------------------------ requests
 
-    async def submit(self, request: GenerationRequest, owner: str = "") -> RequestHandle:
-        """Validates, prepares and queues a request; raises EngineError when refused.
+    async def generate(
+        self, request: GenerationRequest, owner: str = "", load_images: ImageLoader | None = None,
+    ) -> AsyncIterator[list[Chunk]]:
+        """The whole life of one request: admit, prepare, queue, stream, end.
 
-        ``owner`` (the caller's credential) is who may ``abort`` it besides an admin.
+        Yields the chunks that are ready, as batches (the last one carries
+        ``finish``); raises EngineError when refused or failed. Whatever ends
+        the iteration (the end, an error, the caller's cancellation or
+        ``aclose``), ``finally`` aborts the request if it is still running and
+        frees its slot. ``request.model`` and an empty ``request.request_id``
+        are resolved in place, so the caller can name them. ``owner`` (the
+        caller's credential) is who may ``abort`` it besides an admin.
+        ``load_images`` fetches a chat prompt's images once the request is
+        admitted (the service's I/O; the engine only decodes bytes).
         """
         arrival = time.perf_counter()
         if not self.ready:
             raise EngineError(ErrorCode.UNAVAILABLE, "the server is not accepting requests",
                               reason="NOT_SERVING")
         model = self.registry.get(request.model)
-        handle = self._reserve(request.request_id, model.id, owner)
+        check_admission(request, model)
+        request.model = model.id
+        handle = self._reserve(request, owner)
         try:
+            if load_images is not None and isinstance(request.prompt, ChatPrompt) and request.prompt.images:
+                await load_images(request.prompt.images)
             prepared = await self.run_request_side(prepare, request, model, self.settings)
             prepared.arrival = arrival
             if not handle.finished:
                 self.core.post(Admit(prepared, handle))
-        except BaseException:
-            handle.cancel()
-            raise
-        return handle
+            while chunks := await handle.next_chunks():
+                yield chunks
+        finally:
+            if not handle.finished:
+                handle.close()
+                self._abort_on_core(handle)
 
-    def _reserve(self, request_id: str, model_id: str, owner: str) -> RequestHandle:
+    def _reserve(self, request: GenerationRequest, owner: str) -> RequestHandle:
         """Counts the request against capacity and registers its id."""
         with self._lock:
             capacity = self.settings.max_num_seqs + self.settings.max_queue
@@ -151,14 +172,13 @@ class Engine:
                     f"the server is at capacity ({capacity} requests in flight); retry later",
                     reason="QUEUE_FULL",
                 )
-            request_id = request_id or f"req-{uuid.uuid4().hex}"
-            if request_id in self._by_request_id:
+            request.request_id = request.request_id or f"req-{uuid.uuid4().hex}"
+            if request.request_id in self._by_request_id:
                 raise EngineError(ErrorCode.ALREADY_EXISTS, "a request with this id is already running",
                                   field="request_id")
-            handle = RequestHandle(self, asyncio.get_running_loop(), request_id)
-            handle.model_id = model_id
-            handle.owner = owner
-            self._by_request_id[request_id] = handle
+            handle = RequestHandle(asyncio.get_running_loop(), request.request_id, request.model, owner,
+                                   on_close=self._release)
+            self._by_request_id[request.request_id] = handle
             self._in_flight += 1
         return handle
 
@@ -173,17 +193,17 @@ class Engine:
             return False
         if not admin and not hmac.compare_digest(handle.owner.encode(), caller.encode()):
             raise EngineError(ErrorCode.PERMISSION_DENIED, "this request was started by another caller")
-        handle._loop.call_soon_threadsafe(
-            handle._push, EngineError(ErrorCode.CANCELLED, "the request was aborted"))
-        self.cancel(handle)
+        handle.loop.call_soon_threadsafe(handle.push, EngineError(ErrorCode.CANCELLED, "the request was aborted"))
+        self._abort_on_core(handle)
         return True
 
-    def cancel(self, handle: RequestHandle) -> None:
-        """Frees a request's batch slot at the next step (called by the handle)."""
+    def _abort_on_core(self, handle: RequestHandle) -> None:
+        """Frees a request's batch row at the next step (a no-op for one never admitted)."""
         with contextlib.suppress(EngineError):  # the core is gone: nothing left to abort
             self.core.post(Abort(handle))
 
     def _release(self, handle: RequestHandle) -> None:
+        """The handle's close callback: the request no longer counts or owns its id."""
         with self._lock:
             if self._by_request_id.get(handle.request_id) is handle:
                 del self._by_request_id[handle.request_id]

@@ -1,52 +1,41 @@
-"""The caller's side of a request: an async iterator fed from the engine thread."""
+"""The caller's side of a request: a passive channel fed from the engine thread.
+
+A handle knows nothing of the engine: it holds the chunks that arrived, the
+waiter of its one reader, the loop they live on, and a close callback (the
+engine's slot release). The request's lifecycle (admit, stream, abort,
+release) is ``Engine.generate``; the core only pushes into handles.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from .errors import EngineError
 from .types import Chunk
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
 
 class RequestHandle:
-    """The caller's side of one request: an async iterator of ``Chunk``s.
+    """One request's chunks, read with ``next_chunks``.
 
-    Iteration raises ``EngineError`` if the request fails; the last chunk
-    carries ``finish``. ``cancel()`` frees the batch slot at the next step.
+    Reading raises ``EngineError`` if the request failed; the last chunk
+    carries ``finish``. The handle closes (and calls ``on_close`` once) when
+    its end arrives or when ``close()`` is called, whichever comes first.
     """
 
-    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, request_id: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, request_id: str, model_id: str = "",
+                 owner: str = "", on_close: Callable[[RequestHandle], None] | None = None) -> None:
+        self.loop = loop
         self.request_id = request_id
-        self.model_id = ""
+        self.model_id = model_id
         # The credential that started it: who may abort it besides an admin.
-        self.owner = ""
-        self._engine = engine
-        self._loop = loop
+        self.owner = owner
+        self._on_close = on_close
         self._items: deque[Chunk | EngineError] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False  # no more items will arrive
-        self._drained = False  # the caller has consumed the end
-
-    def __aiter__(self) -> RequestHandle:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        while not self._items:
-            if self._closed:
-                self._drained = True
-                raise StopAsyncIteration
-            self._waiter = self._loop.create_future()
-            await self._waiter
-        item = self._items.popleft()
-        if isinstance(item, EngineError):
-            self._drained = True
-            raise item
-        return item
 
     async def next_chunks(self) -> list[Chunk]:
         """Every chunk that is ready (waiting for at least one); [] at the end.
@@ -54,39 +43,45 @@ class RequestHandle:
         A consumer slower than the engine thus gets the backlog in one go and
         can send it as one message, instead of falling further behind.
         """
-        chunks: list[Chunk] = []
-        while not chunks:
-            try:
-                chunks.append(await self.__anext__())
-            except StopAsyncIteration:
+        while not self._items:
+            if self._closed:
                 return []
-        while self._items and not isinstance(self._items[0], EngineError):
+            self._waiter = self.loop.create_future()
+            await self._waiter
+        chunks: list[Chunk] = []
+        while self._items:
+            item = self._items[0]
+            if isinstance(item, EngineError):
+                if chunks:
+                    break  # the error comes on the next read, after these chunks
+                self._items.popleft()
+                raise item
             chunks.append(self._items.popleft())
         return chunks
-
-    def cancel(self) -> None:
-        """Stops the request (idempotent). Safe to call after it finished."""
-        if not self._closed:
-            self._close()
-            self._engine.cancel(self)
 
     @property
     def finished(self) -> bool:
         return self._closed
 
-    # -- called on the caller's loop only
-    def _push(self, item: Chunk | EngineError) -> None:
+    def push(self, item: Chunk | EngineError) -> None:
+        """Adds a chunk or the request's error (caller's loop only); ignored once closed."""
         if self._closed:
             return
         self._items.append(item)
         if isinstance(item, EngineError) or item.finish is not None:
-            self._close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+            self.close()
+        self._wake()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """No more items will arrive (idempotent); calls ``on_close`` the first time."""
+        if self._closed:
+            return
         self._closed = True
-        self._engine._release(self)
+        if self._on_close is not None:
+            self._on_close(self)
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -94,4 +89,4 @@ class RequestHandle:
 def deliver(items: list[tuple[RequestHandle, Any]]) -> None:
     """Runs on the caller's loop: hands one engine step's items to their handles."""
     for handle, item in items:
-        handle._push(item)
+        handle.push(item)

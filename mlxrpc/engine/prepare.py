@@ -14,7 +14,6 @@ from typing import Any
 
 from ..settings import Settings
 from .constraints import plan_constraints
-from .errors import EngineError, ErrorCode, invalid
 from .params import (
     ResolvedSampling,
     resolve_max_tokens,
@@ -60,21 +59,16 @@ class PreparedRequest:
 
 
 def prepare(request: GenerationRequest, model: LoadedModel, settings: Settings) -> PreparedRequest:
-    """Validates and prepares ``request`` for ``model``; raises EngineError when refused."""
+    """Validates and prepares an admitted ``request`` for ``model``; raises EngineError when refused."""
     vocab = model.vocab_size
     if isinstance(request.prompt, ChatPrompt) and model.template_defaults:
         request.prompt.template_kwargs = {**model.template_defaults, **request.prompt.template_kwargs}
     sampling = resolve_sampling(request.sampling, settings, vocab)
     validate_stopping(request.stopping, vocab)
     validate_logprobs(request.logprobs, request.top_logprobs)
-    images = request.prompt.images if isinstance(request.prompt, ChatPrompt) else []
     decoded: list[Any] | None = None
-    if model.kind is ModelKind.VISION:
-        if request.logprobs:
-            raise EngineError(ErrorCode.UNIMPLEMENTED,
-                              "logprobs are not available for vision models yet", field="logprobs")
-        if not isinstance(request.prompt, ChatPrompt):
-            raise invalid("input", f"'{model.id}' is a vision model: send chat messages")
+    if model.kind is ModelKind.VISION:  # admitted as chat input (admission.py)
+        assert isinstance(request.prompt, ChatPrompt)
         from .vision import decode_images
 
         render_chat(model.tokenizer, request.prompt)  # template errors now, not on the core
@@ -83,8 +77,6 @@ def prepare(request: GenerationRequest, model: LoadedModel, settings: Settings) 
         prompt_ids, prompt_text = [], ""
         max_tokens, capped = request.stopping.max_tokens or settings.max_tokens, False
     else:
-        if images:
-            raise invalid("messages", f"the model '{model.id}' does not accept images")
         prompt_ids, prompt_text = tokenize_prompt(model.tokenizer, request.prompt, vocab)
         max_tokens, capped = resolve_max_tokens(
             request.stopping.max_tokens, settings, len(prompt_ids), model.context_length

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable
 from typing import Any
 
+from ..engine.admission import check_tools_input
 from ..engine.errors import invalid
 from ..engine.types import (
     ChatPrompt,
@@ -183,9 +185,8 @@ def to_tools(tools: list[pb.Tool]) -> list[dict[str, Any]]:
 def to_generation_request(request: pb.GenerateRequest) -> GenerationRequest:
     s, st, o = request.sampling, request.stopping, request.options
     prompt = to_prompt(request)
-    if request.tools:
-        if not isinstance(prompt, ChatPrompt):
-            raise invalid("tools", "tools need chat input")
+    check_tools_input(isinstance(prompt, ChatPrompt), bool(request.tools))
+    if request.tools and isinstance(prompt, ChatPrompt):
         prompt.tools = to_tools(list(request.tools))
     choice = request.tool_choice
     tool_function = choice.function_name if choice.WhichOneof("choice") == "function_name" else ""
@@ -300,6 +301,27 @@ def to_stream_response(chunk: Chunk) -> pb.GenerateStreamResponse:
     if chunk.input is not None:
         message.input.CopyFrom(to_input(chunk.input))
     return message
+
+
+async def collect(messages: AsyncIterable[pb.GenerateStreamResponse]) -> pb.GenerateResponse:
+    """A stream folded into the unary answer: Generate is StreamGenerate collected."""
+    response = pb.GenerateResponse()
+    texts, thoughts = [], []
+    async for message in messages:
+        if message.request_id:
+            response.request_id, response.model = message.request_id, message.model
+        texts.append(message.text)
+        thoughts.append(message.reasoning)
+        response.token_ids.extend(message.token_ids)
+        response.logprobs.extend(message.logprobs)
+        if message.HasField("input"):
+            response.input.CopyFrom(message.input)
+        if message.HasField("tool_event"):
+            response.tool_events.append(message.tool_event)
+        if message.HasField("finish"):
+            response.finish.CopyFrom(message.finish)
+    response.text, response.reasoning = "".join(texts), "".join(thoughts)
+    return response
 
 
 def to_model(d: ModelDescription) -> pb.Model:

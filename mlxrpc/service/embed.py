@@ -75,8 +75,3 @@ async def embed(engine: Engine, settings: Settings, model: LoadedModel, request:
         model=model.id, embeddings=[pb.Embedding(values=v) for v in vectors],
         usage=pb.Usage(prompt_tokens=total, total_tokens=total))
 
-
-def refuse_generation(model: LoadedModel) -> None:
-    """Generation on an embedding model is a client error, not an engine failure."""
-    if model.embedding is not None:
-        raise invalid("model", f"the model '{model.id}' is an embedding model: use Embed (/v1/embeddings)")

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..engine.errors import EngineError, ErrorCode, invalid
-from ..engine.handle import RequestHandle
 from ..v1 import inference_pb2 as pb
-from . import convert
 from .mcp import McpManager, McpTool, ToolOutcome
 
-Submit = Callable[[pb.GenerateRequest], Awaitable[RequestHandle]]
+# Runs one generation step through the servicer's own path, as stream messages.
+Submit = Callable[[pb.GenerateRequest], AsyncIterator[pb.GenerateStreamResponse]]
 
 
 @dataclass
@@ -56,26 +55,6 @@ class McpLoop:
                 name=tool.full_name, description=tool.description, parameters_json=json.dumps(tool.parameters)))
         return _Plan(base, tools)
 
-    async def generate(self, request: pb.GenerateRequest, submit: Submit) -> pb.GenerateResponse:
-        """The whole loop as one response: every step's output and the tool events, in order."""
-        response = pb.GenerateResponse()
-        texts, thoughts = [], []
-        async for message in self.stream(request, submit):
-            if message.request_id:
-                response.request_id, response.model = message.request_id, message.model
-            texts.append(message.text)
-            thoughts.append(message.reasoning)
-            response.token_ids.extend(message.token_ids)
-            response.logprobs.extend(message.logprobs)
-            if message.HasField("input"):
-                response.input.CopyFrom(message.input)
-            if message.HasField("tool_event"):
-                response.tool_events.append(message.tool_event)
-            if message.HasField("finish"):
-                response.finish.CopyFrom(message.finish)
-        response.text, response.reasoning = "".join(texts), "".join(thoughts)
-        return response
-
     async def stream(self, request: pb.GenerateRequest, submit: Submit) -> AsyncIterator[pb.GenerateStreamResponse]:
         """Each step's deltas as they come, each MCP call and result as it happens, one final finish."""
         plan = self.plan(request)
@@ -84,24 +63,21 @@ class McpLoop:
         usage, first_timings = pb.Usage(), None
         request_id = ""
         for step in range(1, self._max_steps + 1):
-            handle = await submit(self._step_request(plan.base, messages, step, request_id))
             texts: list[str] = []
             finish = None
-            try:
-                while chunks := await handle.next_chunks():
-                    message = convert.to_stream_response(convert.merge_chunks(chunks))
-                    if message.HasField("finish"):
-                        finish = pb.Finish()
-                        finish.CopyFrom(message.finish)
-                        message.ClearField("finish")
-                    if not request_id:  # the first message of the whole loop
-                        request_id = message.request_id = handle.request_id
-                        message.model = handle.model_id
-                    texts.append(message.text)
-                    if message.ByteSize():
-                        yield message
-            finally:
-                handle.cancel()  # no-op once finished; frees the slot on cancellation
+            async for message in submit(self._step_request(plan.base, messages, step, request_id)):
+                if message.HasField("finish"):
+                    finish = pb.Finish()
+                    finish.CopyFrom(message.finish)
+                    message.ClearField("finish")
+                if request_id:
+                    message.ClearField("request_id")
+                    message.ClearField("model")
+                else:  # the first message of the whole loop names the request
+                    request_id = message.request_id
+                texts.append(message.text)
+                if message.ByteSize():
+                    yield message
             if finish is None:
                 raise EngineError(ErrorCode.INTERNAL, "a generation step ended without a result")
             _add_usage(usage, finish.usage)

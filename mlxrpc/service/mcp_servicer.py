@@ -8,12 +8,11 @@ import time
 
 import grpc
 
-from ..engine.errors import EngineError, invalid
+from ..engine.errors import invalid
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from .convert import json_object
 from .mcp import CONNECTED, DISABLED, Connection, McpManager, McpTool
-from .status import abort_with
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,7 @@ class McpServicer(pb_grpc.McpServicer):
     async def ListMcpTools(
         self, request: pb.ListMcpToolsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMcpToolsResponse:
-        try:
-            return pb.ListMcpToolsResponse(tools=[to_tool(t) for t in self._manager.tools(request.server_label)])
-        except EngineError as error:
-            await abort_with(context, error)
+        return pb.ListMcpToolsResponse(tools=[to_tool(t) for t in self._manager.tools(request.server_label)])
 
     async def ListMcpServers(
         self, request: pb.ListMcpServersRequest, context: grpc.aio.ServicerContext
@@ -54,15 +50,12 @@ class McpServicer(pb_grpc.McpServicer):
     async def CallMcpTool(
         self, request: pb.CallMcpToolRequest, context: grpc.aio.ServicerContext
     ) -> pb.CallMcpToolResponse:
-        try:
-            if not request.name:
-                raise invalid("name", "name (SERVER__TOOL) is required")
-            arguments = json_object(request.arguments_json, "arguments_json")
-            started = time.perf_counter()
-            outcome = await self._manager.call(request.name, arguments)
-            log.info("mcp call name=%s is_error=%s seconds=%.3f", request.name, outcome.is_error,
-                     time.perf_counter() - started)
-            return pb.CallMcpToolResponse(name=request.name, content=outcome.content, is_error=outcome.is_error,
-                                          error_message=outcome.error_message)
-        except EngineError as error:
-            await abort_with(context, error)
+        if not request.name:
+            raise invalid("name", "name (SERVER__TOOL) is required")
+        arguments = json_object(request.arguments_json, "arguments_json")
+        started = time.perf_counter()
+        outcome = await self._manager.call(request.name, arguments)
+        log.info("mcp call name=%s is_error=%s seconds=%.3f", request.name, outcome.is_error,
+                 time.perf_counter() - started)
+        return pb.CallMcpToolResponse(name=request.name, content=outcome.content, is_error=outcome.is_error,
+                                      error_message=outcome.error_message)

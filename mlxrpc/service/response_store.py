@@ -22,7 +22,6 @@ from ..settings import Settings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from .auth import bearer
-from .status import abort_with
 
 DISABLED = "the response store is disabled on this server (--responses-store-size 0)"
 
@@ -134,34 +133,25 @@ class ResponseStoreServicer(pb_grpc.ResponseStoreServicer):
 
     async def PutResponse(self, request: pb.PutResponseRequest,
                           context: grpc.aio.ServicerContext) -> pb.PutResponseResponse:
-        try:
-            memory, owner = self._open(context)
-            if not request.response.id:
-                raise invalid("response.id", "response.id is required")
-            memory.put(owner, request.response)
-            return pb.PutResponseResponse()
-        except EngineError as error:
-            await abort_with(context, error)
+        memory, owner = self._open(context)
+        if not request.response.id:
+            raise invalid("response.id", "response.id is required")
+        memory.put(owner, request.response)
+        return pb.PutResponseResponse()
 
     async def GetResponse(self, request: pb.GetResponseRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetResponseResponse:
-        try:
-            memory, owner = self._open(context)
-            previous = request.include_conversation
-            stored = memory.get(owner, request.id)
-            conversation = memory.conversation(owner, request.id) if previous else []
-            if stored is None or conversation is None:
-                raise not_found(request.id, previous)
-            return pb.GetResponseResponse(response=stored, conversation=conversation)
-        except EngineError as error:
-            await abort_with(context, error)
+        memory, owner = self._open(context)
+        previous = request.include_conversation
+        stored = memory.get(owner, request.id)
+        conversation = memory.conversation(owner, request.id) if previous else []
+        if stored is None or conversation is None:
+            raise not_found(request.id, previous)
+        return pb.GetResponseResponse(response=stored, conversation=conversation)
 
     async def DeleteResponse(self, request: pb.DeleteResponseRequest,
                              context: grpc.aio.ServicerContext) -> pb.DeleteResponseResponse:
-        try:
-            memory, owner = self._open(context)
-            if not memory.delete(owner, request.id):
-                raise not_found(request.id, previous=False)
-            return pb.DeleteResponseResponse()
-        except EngineError as error:
-            await abort_with(context, error)
+        memory, owner = self._open(context)
+        if not memory.delete(owner, request.id):
+            raise not_found(request.id, previous=False)
+        return pb.DeleteResponseResponse()

@@ -15,7 +15,7 @@ from ..settings import Settings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from .auth import ApiKeyInterceptor
-from .decoding import CleanStatusInterceptor
+from .interceptor import StatusInterceptor
 from .mcp import McpManager
 from .mcp_servicer import McpServicer
 from .reflection import enable_reflection
@@ -52,7 +52,7 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             options=server_options(settings),
-            interceptors=[ApiKeyInterceptor(settings.api_key, settings.admin_key), CleanStatusInterceptor()],
+            interceptors=[ApiKeyInterceptor(settings.api_key, settings.admin_key), StatusInterceptor(engine.metrics)],
         )
         # The MCP servers of --mcp-config (serve.py connects and closes them).
         self.mcp = McpManager.from_settings(settings)
