@@ -90,10 +90,10 @@ def start_stack(models: list[str], *, http: bool = True, **overrides: Any) -> St
     from mlxrpc.gateway.app import create_app, start_app
     from mlxrpc.serve import start_engine_server
 
-    settings = Settings(model=models, host="127.0.0.1", grpc_port=0, http_port=0, **overrides)
+    settings = Settings(**{"model": models, "host": "127.0.0.1", "grpc_port": 0, "http_port": 0, **overrides})
     thread = LoopThread()
     server = thread.run(start_engine_server(settings))
-    stack = Stack(settings, server.engine, f"127.0.0.1:{server.grpc_port}", _thread=thread)
+    stack = Stack(settings, server.engine, f"{settings.host}:{server.grpc_port}", _thread=thread)
     stack._stoppers.append(lambda: thread.run(server.stop(1.0)))
     if http:
         app = create_app([server.local_target], settings.max_message_bytes,

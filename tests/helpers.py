@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -53,3 +57,43 @@ def error_reason(error: grpc.aio.AioRpcError) -> str | None:
             detail.Unpack(info)
             return info.reason
     return None
+
+
+class FakeDns(asyncio.DatagramProtocol):
+    """A DNS server on loopback that answers every A query with ``addresses``.
+
+    gRPC's ``dns://SERVER/name:port`` target asks SERVER, so a test can put a
+    name in front of several engines without a hosts file or a real zone.
+    Other record types get an empty answer.
+    """
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = [socket.inet_aton(a) for a in addresses]
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def start(cls, addresses: list[str]) -> tuple[FakeDns, int]:
+        """The server and its UDP port on 127.0.0.1."""
+        loop = asyncio.get_running_loop()
+        _, dns = await loop.create_datagram_endpoint(lambda: cls(addresses), local_addr=("127.0.0.1", 0))
+        assert dns.transport is not None
+        return dns, dns.transport.get_extra_info("sockname")[1]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        end = 12
+        while data[end]:  # the question's name: length-prefixed labels
+            end += data[end] + 1
+        qtype = struct.unpack("!H", data[end + 1:end + 3])[0]
+        question = data[12:end + 5]
+        answers = self.addresses if qtype == 1 else []
+        header = data[:2] + struct.pack("!HHHHH", 0x8180, 1, len(answers), 0, 0)
+        records = b"".join(struct.pack("!HHHIH", 0xC00C, 1, 1, 1, 4) + a for a in answers)
+        assert self.transport is not None
+        self.transport.sendto(header + question + records, addr)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -89,6 +89,30 @@ async def test_core_death_ends_sse_streams_in_band_within_a_second(make_stack) -
             assert refused.status == 503
 
 
+async def test_core_death_fails_queued_requests_unavailable_too(make_stack) -> None:
+    """One running stream and three queued behind it (one batch slot): the core's
+    death ends all four UNAVAILABLE, and a request after it is refused the same way."""
+    dying = make_stack(http=False, max_num_seqs=1, prefill_batch_size=1)
+    async with grpc.aio.insecure_channel(dying.grpc_target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        running = stub.StreamGenerate(text_request("r", max_tokens=256, ignore_eos=True))
+        await running.read()
+        queued = [stub.StreamGenerate(text_request(f"q{i}", max_tokens=4)) for i in range(3)]
+        deadline = time.monotonic() + 10
+        while dying.engine.stats().waiting < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # polling the engine's queue, bounded by the deadline
+        assert dying.engine.stats().waiting == 3
+        dying.engine.inject_core_fault(after_tokens=1)
+        for call in (running, *queued):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Generate(text_request(max_tokens=2))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 async def test_client_disconnects_mid_stream_free_every_slot(stack: Stack) -> None:
     """200 streams dropped after their first event: in-flight returns to 0 and the
     engine answers exactly as before."""

@@ -12,7 +12,7 @@ from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .conftest import LoopThread, start_stack, stop_stack
-from .helpers import text_request
+from .helpers import FakeDns, text_request
 
 KEY, ADMIN = "sk-test-key", "sk-admin-key"
 
@@ -161,6 +161,33 @@ def test_one_sidecar_over_two_engines_survives_losing_one(model_dir) -> None:
         for _ in range(6):
             assert client.completions.create(model="default", prompt="hi", max_tokens=1).usage
         thread.run(runner.cleanup())
+    finally:
+        for e in engines:
+            stop_stack(e)
+        thread.close()
+
+
+def test_a_dns_name_in_front_of_two_engines_spreads_requests_over_both(model_dir) -> None:
+    """``dns://SERVER/name:port``: a name resolving to two engines (127.0.0.1 and
+    127.0.0.2 on one port, answered by a loopback DNS server); both serve."""
+    from mlxrpc.gateway.app import create_app, start_app
+
+    first = start_stack([f"llama={model_dir}"], http=False)
+    port = int(first.grpc_target.rsplit(":", 1)[1])
+    engines = [first, start_stack([f"llama={model_dir}"], http=False, host="127.0.0.2", grpc_port=port)]
+    thread = LoopThread()
+    try:
+        dns, dns_port = thread.run(FakeDns.start(["127.0.0.1", "127.0.0.2"]))
+        app = create_app([f"dns://127.0.0.1:{dns_port}/engines.mlxrpc.test:{port}"], 1 << 20)
+        runner, http_port = thread.run(start_app(app, "127.0.0.1", 0, grace=1.0))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="x", max_retries=0)
+        for _ in range(8):
+            assert client.completions.create(model="llama", prompt="hi", max_tokens=1).usage
+        served = [sum(s.value for m in e.engine.metrics.requests.collect() for s in m.samples
+                      if s.name.endswith("_total")) for e in engines]
+        assert all(n > 0 for n in served), served
+        thread.run(runner.cleanup())
+        dns.close()
     finally:
         for e in engines:
             stop_stack(e)
