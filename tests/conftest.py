@@ -21,6 +21,8 @@ from mlxrpc.demo_model import DEMO_SPEC, PLAIN_CHAT_TEMPLATE, TextModelSpec, ens
 from mlxrpc.engine.engine import Engine
 from mlxrpc.settings import Settings
 
+from .helpers import unavailable
+
 # A qwen3 with a short context (context-length errors) and no tool format.
 QWEN_SPEC = TextModelSpec(architecture="qwen3", max_position_embeddings=256, seed=1,
                           chat_template=PLAIN_CHAT_TEMPLATE)
@@ -39,7 +41,7 @@ def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def zoo_model() -> Callable[[str], Path]:
     """``zoo_model(family)``: the dir of a tiny model with a real family's tokenizer
-    and chat template (tests/zoo), built once and cached; skips when unavailable."""
+    and chat template (tests/zoo), built once and cached; ``unavailable`` when its files cannot be had."""
     from tests.zoo.build import model_dir
     from tests.zoo.sources import ZooUnavailable
 
@@ -50,7 +52,7 @@ def zoo_model() -> Callable[[str], Path]:
             try:
                 built[family] = model_dir(family)
             except ZooUnavailable as e:
-                pytest.skip(str(e))
+                unavailable(str(e))
         return built[family]
 
     return get

@@ -21,6 +21,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from .conftest import Stack
+from .helpers import require_module
 
 # LiteLLM's own typed dicts warn while pydantic builds their schemas.
 pytestmark = pytest.mark.filterwarnings("ignore:Item.* `ReadOnly` qualifier:UserWarning")
@@ -51,7 +52,7 @@ def base_url(stack: Stack) -> str:
 
 @pytest.mark.parametrize("mode", ["TOOLS", "TOOLS_STRICT", "JSON_SCHEMA"])
 def test_instructor_extracts_a_valid_object(base_url: str, mode: str) -> None:
-    instructor = pytest.importorskip("instructor")
+    instructor = require_module("instructor")
 
     client = instructor.from_openai(openai.OpenAI(base_url=base_url, api_key="x", max_retries=0),
                                     mode=instructor.Mode[mode])
@@ -65,7 +66,7 @@ def test_instructor_extracts_a_valid_object(base_url: str, mode: str) -> None:
 def test_instructor_json_mode_gets_a_json_object(base_url: str) -> None:
     """json_object promises an object, not the schema: a model whose fields all
     have defaults validates any object the grammar allows."""
-    instructor = pytest.importorskip("instructor")
+    instructor = require_module("instructor")
 
     class Note(BaseModel):
         title: str = ""
@@ -79,7 +80,7 @@ def test_instructor_json_mode_gets_a_json_object(base_url: str) -> None:
 
 
 def test_instructor_async_and_partial_streaming(base_url: str) -> None:
-    instructor = pytest.importorskip("instructor")
+    instructor = require_module("instructor")
 
     aclient = instructor.from_openai(openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0))
     city = asyncio.run(aclient.chat.completions.create(
@@ -96,7 +97,7 @@ def test_instructor_async_and_partial_streaming(base_url: str) -> None:
 
 def test_instructor_surfaces_a_truncated_call(base_url: str) -> None:
     """Too few tokens for the whole call: instructor's own error, not a crash."""
-    instructor = pytest.importorskip("instructor")
+    instructor = require_module("instructor")
     from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
 
     client = instructor.from_openai(openai.OpenAI(base_url=base_url, api_key="x", max_retries=0))
@@ -111,7 +112,7 @@ def test_instructor_surfaces_a_truncated_call(base_url: str) -> None:
 @pytest.fixture
 def chat_openai(base_url: str) -> Callable[..., Any]:
     """ChatOpenAI on the sidecar: greedy, no retries, "llama" unless told."""
-    langchain_openai = pytest.importorskip("langchain_openai")
+    langchain_openai = require_module("langchain_openai")
 
     def make(**kwargs: Any) -> Any:
         return langchain_openai.ChatOpenAI(base_url=base_url, api_key="x", max_retries=0,
@@ -185,7 +186,7 @@ def test_langchain_context_overflow_is_its_own_error(chat_openai: Callable[..., 
 def litellm() -> Any:
     # Its price table comes from the network unless told to use the bundled copy.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    return pytest.importorskip("litellm")
+    return require_module("litellm")
 
 
 WEATHER_TOOL = {"type": "function", "function": {
@@ -239,7 +240,7 @@ def test_litellm_context_window_and_not_found(litellm: Any, base_url: str, strea
 
 @pytest.fixture
 def pai_model(base_url: str) -> Any:
-    pytest.importorskip("pydantic_ai")
+    require_module("pydantic_ai")
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 

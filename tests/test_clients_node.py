@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Stack
+from .helpers import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "clients_js" / "grpc_client.js"
@@ -27,7 +28,7 @@ PACKAGES = ("@grpc/grpc-js", "@grpc/proto-loader")
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
+        unavailable("node and npm are not installed")
     modules = NODE_CACHE / "node_modules"
     if not all((modules / name / "package.json").exists() for name in PACKAGES):
         NODE_CACHE.mkdir(parents=True, exist_ok=True)
@@ -36,9 +37,9 @@ def node_modules() -> Path:
                 ["npm", "install", "--prefix", str(NODE_CACHE), "--no-audit", "--no-fund", *PACKAGES],
                 capture_output=True, text=True, timeout=180)
         except subprocess.TimeoutExpired:
-            pytest.skip("npm install timed out (is the npm registry reachable?)")
+            unavailable("npm install timed out (is the npm registry reachable?)")
         if done.returncode != 0:
-            pytest.skip(f"npm install failed (is the npm registry reachable?): {done.stderr[-500:]}")
+            unavailable(f"npm install failed (is the npm registry reachable?): {done.stderr[-500:]}")
     return modules
 
 

@@ -31,10 +31,9 @@ from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .conftest import Stack
-from .helpers import bad_request_field, chat_request
+from .helpers import bad_request_field, chat_request, require_module
 
 HAS_ENCODERS = importlib.util.find_spec("mlx_embeddings") is not None
-needs_encoders = pytest.mark.skipif(not HAS_ENCODERS, reason="mlx-embeddings is not installed")
 # Inputs of different lengths, so a batch pads most of them.
 ADMIN = {"Authorization": "Bearer admin"}
 TEXTS = ["hello world", "the capital of france is paris", "a", "similar texts get similar vectors . " * 3]
@@ -103,8 +102,10 @@ async def test_grpc_model_info_of_an_embedding_model(stub) -> None:
 # ------------------------------------------------------------------ vectors
 
 
-@pytest.mark.parametrize("model", ["emb", "mean", pytest.param("bert", marks=needs_encoders)])
+@pytest.mark.parametrize("model", ["emb", "mean", "bert"])
 def test_vectors_are_unit_length_distinct_and_batch_equals_one_by_one(sdk: openai.OpenAI, model: str) -> None:
+    if model == "bert":
+        require_module("mlx_embeddings")
     together = floats(sdk, TEXTS, model)
     alone = np.stack([floats(sdk, text, model)[0] for text in TEXTS])
     assert together.shape == (len(TEXTS), 64)
@@ -206,8 +207,8 @@ async def test_bad_requests_get_openai_errors(emb_stack: Stack, body: dict, stat
     assert reply["error"]["message"] and reply["error"]["type"]
 
 
-@needs_encoders
 async def test_dimensions_need_a_matryoshka_model(emb_stack: Stack) -> None:
+    require_module("mlx_embeddings")
     got, reply = await post(emb_stack, {"model": "bert", "input": "a", "dimensions": 16})
     assert got == 400 and reply["error"]["param"] == "dimensions"
     assert "does not support" in reply["error"]["message"]

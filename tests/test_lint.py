@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from .helpers import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
-        pytest.skip("ruff is not installed")
+        unavailable("ruff is not installed")
     done = subprocess.run([ruff, "check", "mlxrpc", "tests", "benchmarks", "clients"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

@@ -18,6 +18,7 @@ from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .conftest import LoopThread
+from .helpers import unavailable
 
 
 def _sign(d: Path, name: str, cn: str, ca: Path, ca_key: Path, ext: str) -> None:
@@ -32,7 +33,7 @@ def _sign(d: Path, name: str, cn: str, ca: Path, ca_key: Path, ext: str) -> None
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        unavailable("openssl is not installed")
     d = tmp_path_factory.mktemp("certs")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"),
                     "-out", str(d / "ca.pem"), "-days", "1", "-subj", "/CN=mlxrpc-test-ca"],

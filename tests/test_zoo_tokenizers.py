@@ -14,6 +14,8 @@ from tests.zoo.build import family, family_tokenizer
 from tests.zoo.families import FAMILIES
 from tests.zoo.sources import ZooUnavailable, models_dir, vocab_path
 
+from .helpers import unavailable
+
 BUILDABLE = [name for name, fam in FAMILIES.items() if not fam.unavailable]
 
 
@@ -22,7 +24,7 @@ def llama_cpp_files() -> Path:
     try:
         return models_dir()
     except ZooUnavailable as e:
-        pytest.skip(str(e))
+        unavailable(str(e))
 
 
 def assert_cases(tok, vocab: str) -> None:
