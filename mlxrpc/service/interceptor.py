@@ -62,6 +62,7 @@ class _Call:
         self.metrics = metrics
         self.code = "OK"
         self.started = time.perf_counter()
+        self.ended = False
 
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with ``exc``'s status (raises, as context.abort does)."""
@@ -75,11 +76,14 @@ class _Call:
                       exc_info=exc)
             exc = EngineError(ErrorCode.INTERNAL, f"internal error (request id {_request_id(self.context)})")
         self.code = exc.code.value
+        self.end()  # before the status goes out: a client that sees it finds it counted
         await abort_with(self.context, exc)
 
     def end(self) -> None:
-        if self.metrics is None:
+        """Counts and logs the call, once."""
+        if self.metrics is None or self.ended:
             return
+        self.ended = True
         self.metrics.requests.labels(self.method, self.code).inc()
         log.info("access method=%s request_id=%s code=%s seconds=%.3f", self.method,
                  _request_id(self.context), self.code, time.perf_counter() - self.started)
