@@ -28,7 +28,7 @@ from .demo_model import DEMO_MODEL_ID, ensure_demo_model
 from .engine.engine import Engine
 from .engine.registry import ModelSource
 from .service.server import GrpcServer
-from .settings import Settings
+from .settings import EngineSettings, McpSettings, ServiceSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ class EngineServer:
 
 async def start_engine_server(settings: Settings) -> EngineServer:
     loop = asyncio.get_running_loop()
-    engine = Engine(settings)
-    grpc_server = GrpcServer(engine, settings)
+    engine = Engine(settings.part(EngineSettings))
+    grpc_server = GrpcServer(engine, settings.part(ServiceSettings), settings.part(McpSettings))
     socket_dir = tempfile.TemporaryDirectory(prefix="mlxrpc-")
     local_socket = str(Path(socket_dir.name) / "engine.sock")
     port = await grpc_server.start(settings.host, settings.grpc_port, local_socket)

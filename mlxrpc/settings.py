@@ -1,26 +1,19 @@
-"""Server settings: one dataclass, resolved CLI > ``MLXRPC_*`` environment > defaults."""
+"""Server settings: typed parts per layer, resolved together CLI > ``MLXRPC_*`` environment > defaults."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 ENV_PREFIX = "MLXRPC_"
 
 
 @dataclass
-class Settings:
-    """Everything the engine, the gRPC service and the sidecar are configured by.
+class EngineSettings:
+    """What the engine is configured by: models' options, batching, defaults, memory."""
 
-    Each field can be set by the CLI flag of the same name (``--max-tokens``) or
-    the environment variable ``MLXRPC_<NAME>`` (``MLXRPC_MAX_TOKENS``).
-    """
-
-    # Models: Hugging Face ids or local paths, optionally "alias=source".
-    # Empty: the built-in demo model.
-    model: list[str] = field(default_factory=list)
     # Per-model options, each [ID=]VALUE (without ID: every model), as
     # mlx_lm.server has them: a Jinja chat template file replacing the model's,
     # default chat-template arguments (a JSON object, e.g. {"enable_thinking":
@@ -30,11 +23,6 @@ class Settings:
     adapter_path: list[str] = field(default_factory=list)
     # Let checkpoints run their own tokenizer code (Hugging Face remote code).
     trust_remote_code: bool = False
-    host: str = "0.0.0.0"
-    grpc_port: int = 50051
-    http_port: int = 8000
-    # Sidecar processes (an absolute number, or a fraction of CPU cores: 1.0 = all).
-    workers: str = "1"
     # Default and cap of tokens generated per request (clamped to the context).
     max_tokens: int = 32768
     # Tokens per stream message.
@@ -56,6 +44,24 @@ class Settings:
     top_p: float = 1.0
     top_k: int = 0
     min_p: float = 0.0
+    # Most models loaded at once; loading one more unloads the least recently
+    # used idle one (0: no limit).
+    max_models: int = 0
+    # Most bytes of weights loaded at once, with the same LRU unloading (0: no limit).
+    max_model_bytes: int = 0
+    # Pixels of one image (vision models), checked again when it is decoded.
+    max_image_pixels: int = 4096 * 4096
+
+
+@dataclass
+class ServiceSettings:
+    """What the gRPC service is configured by: address, limits, keys, images, TLS, store."""
+
+    # Models: Hugging Face ids or local paths, optionally "alias=source".
+    # Empty: the built-in demo model.
+    model: list[str] = field(default_factory=list)
+    host: str = "0.0.0.0"
+    grpc_port: int = 50051
     # Seconds in-flight requests get to finish on SIGTERM.
     grace_period: float = 30.0
     # Largest gRPC message and HTTP body accepted, in bytes.
@@ -67,20 +73,12 @@ class Settings:
     # Let requests replace the model's chat template with their own Jinja
     # (chat_template_kwargs.chat_template): code the server runs, off by default.
     allow_request_chat_template: bool = False
-    log_level: str = "INFO"
     # API keys accepted on both surfaces (empty: no authentication).
     api_key: list[str] = field(default_factory=list)
-    # Browser origins the REST sidecar allows (CORS); "*" for any, empty for none.
-    cors_origin: list[str] = field(default_factory=list)
     # Key for LoadModel/UnloadModel and the REST model routes (empty: disabled).
     admin_key: str = ""
     # Load a model the first time a request names it (a hub id or server path).
     load_on_demand: bool = False
-    # Most models loaded at once; loading one more unloads the least recently
-    # used idle one (0: no limit).
-    max_models: int = 0
-    # Most bytes of weights loaded at once, with the same LRU unloading (0: no limit).
-    max_model_bytes: int = 0
     # Images (vision models): size and count limits, fetch timeout, and whether
     # URLs may point at private/loopback addresses or requests may name server paths.
     max_image_bytes: int = 20 * 1024 * 1024
@@ -102,16 +100,61 @@ class Settings:
     responses_store_size: int = 1000
     responses_store_bytes: int = 256 * 1024 * 1024
     responses_store_ttl: float = 3600.0
-    # MCP (vllm-mlx's --mcp-config): a JSON file of MCP servers whose tools
-    # requests may let the service run (mcp_tools); most generation steps of one
-    # request's tool loop, seconds per tool call, bytes of a tool result kept.
+
+
+@dataclass
+class GatewaySettings:
+    """What the REST sidecar is configured by."""
+
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    # Sidecar processes (an absolute number, or a fraction of CPU cores: 1.0 = all).
+    workers: str = "1"
+    # Seconds in-flight requests get to finish on SIGTERM.
+    grace_period: float = 30.0
+    # Largest gRPC message and HTTP body accepted, in bytes.
+    max_message_bytes: int = 64 * 1024 * 1024
+    # Browser origins the REST sidecar allows (CORS); "*" for any, empty for none.
+    cors_origin: list[str] = field(default_factory=list)
+    log_level: str = "INFO"
+
+
+@dataclass
+class McpSettings:
+    """The service's MCP tool loop (vllm-mlx's --mcp-config).
+
+    A JSON file of MCP servers whose tools requests may let the service run
+    (mcp_tools); most generation steps of one request's tool loop, seconds per
+    tool call, bytes of a tool result kept.
+    """
+
     mcp_config: str = ""
     mcp_max_steps: int = 8
     mcp_call_timeout: float = 60.0
     mcp_max_result_bytes: int = 64 * 1024
+
+
+Part = TypeVar("Part", EngineSettings, ServiceSettings, GatewaySettings, McpSettings)
+
+
+@dataclass
+class Settings(McpSettings, GatewaySettings, EngineSettings, ServiceSettings):
+    """The command line's view: every part's fields, flat, plus the process's own.
+
+    Each field can be set by the CLI flag of the same name (``--max-tokens``) or
+    the environment variable ``MLXRPC_<NAME>`` (``MLXRPC_MAX_TOKENS``). The CLI
+    resolves one ``Settings`` and hands each layer only its part (``part``);
+    a field two layers read (host, max_message_bytes) is set once.
+    """
+
+    log_level: str = "INFO"
     # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
     # keeps the MLX wheel's reference BLAS, or a library path.
     blas: str = "auto"
+
+    def part(self, kind: type[Part]) -> Part:
+        """The fields of one layer's part, as that part."""
+        return kind(**{f.name: getattr(self, f.name) for f in fields(kind)})
 
     @classmethod
     def resolve(

@@ -1,9 +1,18 @@
-"""Settings precedence: CLI > MLXRPC_* environment > defaults."""
+"""Settings precedence: CLI > MLXRPC_* environment > defaults; each layer gets its part."""
+
+from dataclasses import fields
 
 import pytest
 
 from mlxrpc.cli import build_parser, settings_from_args
-from mlxrpc.settings import Settings, resolve_workers
+from mlxrpc.settings import (
+    EngineSettings,
+    GatewaySettings,
+    McpSettings,
+    ServiceSettings,
+    Settings,
+    resolve_workers,
+)
 
 
 def resolve(argv: list[str], env: dict[str, str]) -> Settings:
@@ -49,3 +58,22 @@ def test_vllm_mlx_command_line_is_accepted() -> None:
                  "--use-paged-cache", "--max-tokens", "100", "--stream-interval", "5"], {})
     assert (s.model, s.http_port, s.max_tokens, s.stream_interval) == (
         ["mlx-community/Qwen3-0.6B-8bit"], 8001, 100, 5)
+
+
+PARTS = (EngineSettings, ServiceSettings, GatewaySettings, McpSettings)
+
+
+def test_each_layer_gets_its_part_with_the_resolved_values() -> None:
+    s = resolve(["--max-tokens", "7", "--api-key", "k", "--cors-origin", "*"],
+                {"MLXRPC_MCP_MAX_STEPS": "3", "MLXRPC_HOST": "127.0.0.1"})
+    engine, service = s.part(EngineSettings), s.part(ServiceSettings)
+    gateway, mcp = s.part(GatewaySettings), s.part(McpSettings)
+    assert type(engine) is EngineSettings and engine.max_tokens == 7
+    assert not hasattr(engine, "api_key") and not hasattr(service, "max_num_seqs")
+    assert service.api_key == ["k"] and service.host == gateway.host == "127.0.0.1"
+    assert gateway.cors_origin == ["*"] and mcp.mcp_max_steps == 3
+
+
+def test_every_flag_belongs_to_a_part_or_to_the_process() -> None:
+    in_parts = {f.name for part in PARTS for f in fields(part)}
+    assert {f.name for f in fields(Settings)} - in_parts == {"blas"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import Metrics
-from ..settings import Settings
+from ..settings import EngineSettings
 from .batching import ModelBatch, prompt_logprobs
 from .errors import EngineError, ErrorCode
 from .handle import RequestHandle, deliver
@@ -137,7 +137,7 @@ def classify(exc: BaseException) -> EngineError:
 class EngineCore:
     """The MLX thread and its command queue."""
 
-    def __init__(self, settings: Settings, metrics: Metrics,
+    def __init__(self, settings: EngineSettings, metrics: Metrics,
                  on_death: Callable[[BaseException], None]) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -444,7 +444,7 @@ class EngineCore:
         self._c.peak_running = 0
 
 
-def new_batch(model: LoadedModel, settings: Settings, max_num_seqs: int) -> Batch:
+def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int) -> Batch:
     s = settings
     if model.kind is ModelKind.VISION:
         return VisionBatch(model.model, model.processor, max_num_seqs=max_num_seqs,
@@ -460,7 +460,7 @@ def new_batch(model: LoadedModel, settings: Settings, max_num_seqs: int) -> Batc
     )
 
 
-def warm_up(model: LoadedModel, settings: Settings) -> None:
+def warm_up(model: LoadedModel, settings: EngineSettings) -> None:
     """Runs one short generation so the first request does not pay for setup."""
     from .vision import vision_inputs
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..metrics import Metrics
-from ..settings import Settings
+from ..settings import EngineSettings
 from .admission import check_admission
 from .core import Abort, Admit, EngineCore, EngineStats, InjectFault, warm_up
 from .errors import EngineError, ErrorCode
@@ -49,7 +49,7 @@ REQUEST_SIDE_THREADS = 2
 class Engine:
     """Owns the models, the engine core and the request-side pool."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.registry = ModelRegistry()
         self.metrics = Metrics()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
+from ..settings import EngineSettings
 
 _ID_PREFIX = re.compile(r"^([A-Za-z0-9._:-]+)=(.*)$", re.S)
 
@@ -40,7 +40,7 @@ def _pick(values: list[str], model_id: str) -> str | None:
     return own if own is not None else general
 
 
-def model_options(settings: Settings, model_id: str) -> ModelOptions:
+def model_options(settings: EngineSettings, model_id: str) -> ModelOptions:
     """Resolves the options for one model id; ValueError names a bad value."""
     template_file = _pick(settings.chat_template, model_id)
     template = None

@@ -10,7 +10,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from ..settings import Settings
+from ..settings import EngineSettings
 from .errors import EngineError, ErrorCode, invalid
 from .types import SamplingParams, StoppingParams
 
@@ -37,7 +37,7 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
-def resolve_sampling(p: SamplingParams, settings: Settings, vocab_size: int) -> ResolvedSampling:
+def resolve_sampling(p: SamplingParams, settings: EngineSettings, vocab_size: int) -> ResolvedSampling:
     temperature = _finite("temperature", settings.temperature if p.temperature is None else p.temperature)
     if temperature < 0:
         raise invalid("temperature", f"temperature must be >= 0, got {temperature}")
@@ -95,7 +95,7 @@ def validate_logprobs(logprobs: bool, top_logprobs: int) -> None:
 
 
 def resolve_max_tokens(
-    requested: int | None, settings: Settings, prompt_tokens: int, context_length: int
+    requested: int | None, settings: EngineSettings, prompt_tokens: int, context_length: int
 ) -> tuple[int, bool]:
     """The request's budget and whether the context (not max_tokens) limits it:
     its own or the server default, capped by --max-tokens and by the room left."""

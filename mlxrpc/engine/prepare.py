@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..settings import Settings
+from ..settings import EngineSettings
 from .constraints import plan_constraints
 from .params import (
     ResolvedSampling,
@@ -58,7 +58,7 @@ class PreparedRequest:
     arrival: float = field(default_factory=time.perf_counter)
 
 
-def prepare(request: GenerationRequest, model: LoadedModel, settings: Settings) -> PreparedRequest:
+def prepare(request: GenerationRequest, model: LoadedModel, settings: EngineSettings) -> PreparedRequest:
     """Validates and prepares an admitted ``request`` for ``model``; raises EngineError when refused."""
     vocab = model.vocab_size
     if isinstance(request.prompt, ChatPrompt) and model.template_defaults:

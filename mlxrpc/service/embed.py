@@ -15,7 +15,7 @@ from ..engine.embeddings import embed_batch, plan_batches, tokenize_inputs
 from ..engine.engine import Engine
 from ..engine.errors import EngineError, ErrorCode, invalid
 from ..engine.registry import LoadedModel
-from ..settings import Settings
+from ..settings import ServiceSettings
 from ..v1 import inference_pb2 as pb
 
 # OpenAI's limits: inputs per request, and tokens summed over them.
@@ -43,7 +43,8 @@ def _check_model(model: LoadedModel) -> None:
         raise invalid("model", f"the model '{model.id}' is not an embedding model")
 
 
-async def embed(engine: Engine, settings: Settings, model: LoadedModel, request: pb.EmbedRequest) -> pb.EmbedResponse:
+async def embed(engine: Engine, settings: ServiceSettings, model: LoadedModel,
+                request: pb.EmbedRequest) -> pb.EmbedResponse:
     _check_model(model)
     if not engine.ready:
         raise EngineError(ErrorCode.UNAVAILABLE, "the server is not accepting requests", reason="NOT_SERVING")

@@ -26,7 +26,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from ..engine.errors import invalid
 from ..engine.types import ImageInput
 from ..engine.vision import check_pixels, decode_data_url, image_size
-from ..settings import Settings
+from ..settings import ServiceSettings
 
 MAX_REDIRECTS = 3
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -35,7 +35,7 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
-async def resolve_images(images: list[ImageInput], settings: Settings) -> None:
+async def resolve_images(images: list[ImageInput], settings: ServiceSettings) -> None:
     """Fills ``data`` of every image in place (fetching concurrently)."""
     if len(images) > settings.max_images:
         raise invalid("images", f"at most {settings.max_images} images per request")
@@ -46,7 +46,7 @@ async def resolve_images(images: list[ImageInput], settings: Settings) -> None:
     check_pixels(sizes, settings.max_image_pixels, settings.max_request_pixels)
 
 
-async def _resolve(image: ImageInput, index: int, settings: Settings) -> None:
+async def _resolve(image: ImageInput, index: int, settings: ServiceSettings) -> None:
     field = f"images[{index}]"
     if image.data:
         pass
@@ -139,7 +139,7 @@ def _check_url(url: str, field: str, allow_private: bool) -> None:
                              "(the operator can allow it with --allow-private-image-urls)")
 
 
-async def _fetch(url: str, field: str, settings: Settings) -> bytes:
+async def _fetch(url: str, field: str, settings: ServiceSettings) -> bytes:
     timeout = aiohttp.ClientTimeout(total=settings.image_fetch_timeout)
     connector = aiohttp.TCPConnector(resolver=PinnedResolver(settings.allow_private_image_urls),
                                      use_dns_cache=False)

@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from ..engine.errors import invalid
-from ..settings import Settings
+from ..settings import ServiceSettings
 from ..v1 import inference_pb2 as pb
 
 # Deepest nesting of a JSON value a request may carry (schemas, tool
@@ -35,7 +35,7 @@ _DEPTH_STEP[list(b"]}")] = -1
 _CHUNK = 1 << 20
 
 
-def check_limits(request: pb.GenerateRequest, settings: Settings) -> None:
+def check_limits(request: pb.GenerateRequest, settings: ServiceSettings) -> None:
     """Refuses a Generate request over a limit; runs before model lookup or parsing."""
     which = request.WhichOneof("input")
     if which == "text":
@@ -47,7 +47,7 @@ def check_limits(request: pb.GenerateRequest, settings: Settings) -> None:
     _check_tools(request.tools)
 
 
-def check_tokenize_limits(request: pb.TokenizeRequest, settings: Settings) -> None:
+def check_tokenize_limits(request: pb.TokenizeRequest, settings: ServiceSettings) -> None:
     """The Tokenize RPC's input goes through the same prompt limits as Generate's."""
     if request.WhichOneof("input") == "text":
         _check_prompt_bytes(len(request.text.encode()), "text", settings)
@@ -56,13 +56,13 @@ def check_tokenize_limits(request: pb.TokenizeRequest, settings: Settings) -> No
     _check_tools(request.tools)
 
 
-def _check_prompt_bytes(size: int, field: str, settings: Settings) -> None:
+def _check_prompt_bytes(size: int, field: str, settings: ServiceSettings) -> None:
     if size > settings.max_prompt_bytes:
         raise invalid(field, f"the prompt is {size} bytes, more than the server's limit of "
                              f"{settings.max_prompt_bytes} (--max-prompt-bytes)")
 
 
-def _check_chat(chat: pb.ChatInput, settings: Settings) -> None:
+def _check_chat(chat: pb.ChatInput, settings: ServiceSettings) -> None:
     if len(chat.messages) > settings.max_messages:
         raise invalid("messages", f"{len(chat.messages)} messages, more than the server's limit of "
                                   f"{settings.max_messages} (--max-messages)")
@@ -90,7 +90,7 @@ def _check_tools(tools: list[pb.Tool]) -> None:
         check_json_depth(tool.function.parameters_json, f"tools[{i}].function.parameters")
 
 
-def _check_template_kwargs(text: str, settings: Settings) -> None:
+def _check_template_kwargs(text: str, settings: ServiceSettings) -> None:
     """A client-supplied template is code the server runs: only with the operator's consent."""
     if settings.allow_request_chat_template or not text:
         return

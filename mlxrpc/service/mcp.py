@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from ..engine.errors import EngineError, ErrorCode, invalid
+from ..settings import McpSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ServerConfig:
     enabled: bool = True
 
 
-def check_settings(settings: Any) -> list[ServerConfig]:
+def check_settings(settings: McpSettings) -> list[ServerConfig]:
     """The configured servers; McpConfigError for MCP settings ``mlxrpc serve`` must refuse."""
     if settings.mcp_max_steps < 2:
         raise McpConfigError("--mcp-max-steps must be at least 2 (the last step answers without tools)")
@@ -349,7 +350,7 @@ class McpManager:
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
-    def from_settings(cls, settings: Any) -> McpManager:
+    def from_settings(cls, settings: McpSettings) -> McpManager:
         return cls(check_settings(settings), call_timeout=settings.mcp_call_timeout,
                    max_result_bytes=settings.mcp_max_result_bytes)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 
 from ..engine.errors import EngineError, ErrorCode, invalid
-from ..settings import Settings
+from ..settings import ServiceSettings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from .auth import bearer
@@ -117,7 +117,7 @@ class ResponseMemory:
 class ResponseStoreServicer(pb_grpc.ResponseStoreServicer):
     """The ResponseStore RPCs; entries belong to the caller's API key when keys are set."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ServiceSettings) -> None:
         self._keyed = any(settings.api_key)
         self._memory = (
             ResponseMemory(settings.responses_store_size, settings.responses_store_bytes,

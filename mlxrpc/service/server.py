@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..engine.engine import Engine
-from ..settings import Settings
+from ..settings import McpSettings, ServiceSettings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from .auth import ApiKeyInterceptor
@@ -29,7 +29,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -46,7 +46,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 class GrpcServer:
     """Serves ``engine`` on gRPC. Health stays NOT_SERVING until ``mark_ready``."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: ServiceSettings, mcp: McpSettings | None = None) -> None:
+        mcp = mcp or McpSettings()
         self.engine = engine
         self.settings = settings
         self.health = health.aio.HealthServicer()
@@ -55,8 +56,8 @@ class GrpcServer:
             interceptors=[ApiKeyInterceptor(settings.api_key, settings.admin_key), StatusInterceptor(engine.metrics)],
         )
         # The MCP servers of --mcp-config (serve.py connects and closes them).
-        self.mcp = McpManager.from_settings(settings)
-        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(engine, settings, self.mcp), self._server)
+        self.mcp = McpManager.from_settings(mcp)
+        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(engine, settings, self.mcp, mcp), self._server)
         pb_grpc.add_McpServicer_to_server(McpServicer(self.mcp), self._server)
         pb_grpc.add_ResponseStoreServicer_to_server(ResponseStoreServicer(settings), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -126,7 +127,7 @@ class GrpcServer:
         await self.health.set(SERVICE_NAME, status)
 
 
-def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+def tls_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
     if not settings.tls_cert:
         return None
     if not settings.tls_key:

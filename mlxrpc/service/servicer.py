@@ -16,7 +16,7 @@ from ..engine.engine import Engine
 from ..engine.errors import EngineError, ErrorCode, invalid
 from ..engine.prompts import render_chat
 from ..engine.registry import LoadedModel, ModelSource
-from ..settings import Settings
+from ..settings import McpSettings, ServiceSettings
 from ..v1 import inference_pb2 as pb
 from ..v1 import inference_pb2_grpc as pb_grpc
 from . import convert, embed
@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 class InferenceServicer(pb_grpc.InferenceServicer):
     """The Inference RPCs. Handlers raise EngineError; the interceptor maps it to a status."""
 
-    def __init__(self, engine: Engine, settings: Settings, mcp: McpManager | None = None) -> None:
+    def __init__(self, engine: Engine, settings: ServiceSettings, mcp: McpManager | None = None,
+                 mcp_settings: McpSettings | None = None) -> None:
         self._engine = engine
         self._settings = settings
         # Requests with mcp_tools run the server-side MCP tool loop (mcp_loop.py).
-        self._mcp_loop = McpLoop(mcp or McpManager([]), settings.mcp_max_steps)
+        self._mcp_loop = McpLoop(mcp or McpManager([]), (mcp_settings or McpSettings()).mcp_max_steps)
         self._closing: set[asyncio.Task] = set()
 
     def _generate(self, request: pb.GenerateRequest,
