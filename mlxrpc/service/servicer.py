@@ -67,6 +67,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             yield message
 
     def _close_soon(self, stream: AsyncGenerator) -> None:
+        if stream.ag_frame is None:  # already finished: nothing to abort
+            return
         task = asyncio.get_running_loop().create_task(_close(stream))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
