@@ -25,6 +25,7 @@ from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .common import machine
+from .fair import median, rotated, versions
 
 
 class ZeroCostEngine:
@@ -99,13 +100,13 @@ def serve_sidecar(grpc_port: int, port_queue: multiprocessing.Queue) -> None:
     asyncio.run(main())
 
 
-async def grpc_load(port: int, streams: int, tokens: int) -> tuple[float, float]:
-    """(tokens/s, messages/s)."""
+async def grpc_load(port: int, streams: int, tokens: int) -> tuple[float, float, int]:
+    """(tokens/s, messages/s, tokens produced)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
 
         async def one() -> tuple[int, int]:
-            request = pb.GenerateRequest(model="zero", text="x")
+            request = pb.GenerateRequest(model=MODEL, text="x")
             request.stopping.max_tokens = tokens
             sizes = [len(m.token_ids) async for m in stub.StreamGenerate(request)]
             return sum(sizes), len(sizes)
@@ -114,31 +115,35 @@ async def grpc_load(port: int, streams: int, tokens: int) -> tuple[float, float]
         start = time.perf_counter()
         done = await asyncio.gather(*(one() for _ in range(streams)))
         elapsed = time.perf_counter() - start
-        return sum(t for t, _ in done) / elapsed, sum(m for _, m in done) / elapsed
+        produced = sum(t for t, _ in done)
+        return produced / elapsed, sum(m for _, m in done) / elapsed, produced
 
 
-async def sse_load(port: int, streams: int, tokens: int) -> float:
+async def sse_load(port: int, streams: int, tokens: int) -> tuple[float, int]:
+    """(tokens/s, tokens produced)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
         async def one() -> int:
             n = 0
-            body = {"prompt": "x", "max_tokens": tokens, "stream": True}
+            body = {"model": MODEL, "prompt": "x", "max_tokens": tokens, "stream": True}
             async with session.post(f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
+                r.raise_for_status()
                 async for line in r.content:
                     if line.startswith(b"data: {"):
-                        n += line.count(b" tok")  # the stand-in's token text
+                        n += line.count(TOKEN_TEXT.encode())
             return n
 
         await one()
         start = time.perf_counter()
-        total = sum(await asyncio.gather(*(one() for _ in range(streams))))
-        return total / (time.perf_counter() - start)
+        produced = sum(await asyncio.gather(*(one() for _ in range(streams))))
+        return produced / (time.perf_counter() - start), produced
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3, help="gRPC and SSE runs, alternating (median reported)")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     ports: multiprocessing.Queue = ctx.Queue()
@@ -148,16 +153,32 @@ def main() -> None:
     sidecar = ctx.Process(target=serve_sidecar, args=(grpc_port, ports), daemon=True)
     sidecar.start()
     http_port = ports.get(timeout=60)
-    grpc_rate, grpc_messages = asyncio.run(grpc_load(grpc_port, args.streams, args.tokens))
-    sse_rate = asyncio.run(sse_load(http_port, args.streams, args.tokens))
-    engine.terminate()
-    sidecar.terminate()
-    print(f"# transport ceiling, {args.streams} streams x {args.tokens} tokens, zero-cost engine "
-          f"({machine()})\n")
-    print("| surface | streamed tokens/s | target | ratio to target |\n|---|---|---|---|")
-    print(f"| gRPC StreamGenerate | {grpc_rate:,.0f} | 20,000 | {grpc_rate / 20000:.2f} |")
-    print(f"| REST SSE via sidecar | {sse_rate:,.0f} | 10,000 | {sse_rate / 10000:.2f} |")
-    print(f"\ngRPC messages/s: {grpc_messages:,.0f} (a consumer that lags gets the backlog "
+    runs: dict[str, list[tuple[float, int]]] = {"gRPC": [], "SSE": []}
+    messages: list[float] = []
+    try:
+        for r in range(args.rounds):
+            for surface in rotated(list(runs), r):
+                if surface == "gRPC":
+                    rate, per_second, produced = asyncio.run(grpc_load(grpc_port, args.streams, args.tokens))
+                    messages.append(per_second)
+                else:
+                    rate, produced = asyncio.run(sse_load(http_port, args.streams, args.tokens))
+                runs[surface].append((rate, produced))
+    finally:
+        engine.terminate()
+        sidecar.terminate()
+    asked = args.streams * args.tokens
+    print(f"# transport ceiling, {args.streams} streams x {args.tokens} tokens, zero-cost engine, "
+          f"median of {args.rounds} alternating rounds ({machine()}; {versions()})\n")
+    print("| surface | streamed tokens/s (min–max) | target | ratio to target | tokens produced / asked per round |")
+    print("|---|---|---|---|---|")
+    for surface, label, target in (("gRPC", "gRPC StreamGenerate", 20000), ("SSE", "REST SSE via sidecar", 10000)):
+        rates = [rate for rate, _ in runs[surface]]
+        counts = sorted({produced for _, produced in runs[surface]})
+        flag = "" if counts == [asked] else " **short**"
+        print(f"| {label} | {median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | {target:,} "
+              f"| {median(rates) / target:.2f} | {'/'.join(map(str, counts))} of {asked}{flag} |")
+    print(f"\ngRPC messages/s: {median(messages):,.0f} (a consumer that lags gets the backlog "
           "coalesced into one message, so tokens/s exceeds messages/s under load)")
 
 
