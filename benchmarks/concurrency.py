@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -121,14 +122,15 @@ Sweep = Callable[[list[int], int, dict[str, float], int], dict[int, Level]]  # l
 
 
 @contextmanager
-def serving(name: str, model: Path, concurrency: int, preload: str | None, blas: str) -> Iterator[Sweep]:
-    """Starts the named server; yields how to sweep it."""
+def serving(name: str, model: Path, concurrency: int, preload: str | None, blas: str,
+            extra: list[str]) -> Iterator[Sweep]:
+    """Starts the named server (mlxrpc with ``extra`` arguments); yields how to sweep it."""
     if name in PEERS:
         with PEERS[name](model, concurrency, preload) as peer:
             url = f"{peer.base}/v1/chat/completions"
             yield lambda levels, tokens, bias, r: asyncio.run(sweep_sse(url, peer.model, levels, tokens, bias, r))
         return
-    with Server(model, "--max-num-seqs", str(concurrency), "--blas", blas) as server:
+    with Server(model, "--max-num-seqs", str(concurrency), "--blas", blas, *extra) as server:
         if name == "mlxrpc gRPC":
             yield lambda levels, tokens, bias, r: asyncio.run(sweep_grpc(server.grpc_port, levels, tokens, bias, r))
         else:
@@ -172,18 +174,24 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="starts of every server, in rotated order")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of: " + ", ".join(SERVERS))
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="also run mlxrpc REST with these extra serve arguments, alternated with the rest, "
+                             "e.g. 'pbs16=--prefill-batch-size 16' (repeatable)")
     parser.add_argument("--blas", choices=["both", "bundled", "openblas"], default="both")
     parser.add_argument("--no-bias", action="store_true",
                         help="no EOS bias for anyone: streams may end early (counted and flagged)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     names = [n for n in args.servers.split(",") if n]
+    variants = {f"mlxrpc REST [{name}]": shlex.split(extra) for name, _, extra in
+                (v.partition("=") for v in args.variant)}
     if unknown := set(names) - set(SERVERS):
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     skipped: dict[str, str] = {}
     if "vllm-mlx REST" in names and (reason := vllm_mlx_missing()):
         skipped["vllm-mlx REST"] = reason
         names.remove("vllm-mlx REST")
+    names += list(variants)
     model = bench_model()
     bias = {} if args.no_bias else eos_bias(model)
     openblas = find_library("auto")
@@ -199,7 +207,7 @@ def main() -> None:
                 if name in skipped:
                     continue
                 try:
-                    with serving(name, model, max(levels), preload, flag) as run:
+                    with serving(name, model, max(levels), preload, flag, variants.get(name, [])) as run:
                         rows.setdefault(f"{name}, {label}", []).append(run(levels, args.tokens, bias, r))
                 except (RuntimeError, aiohttp.ClientError) as exc:  # a server that fails: said below the tables
                     skipped[name] = f"{type(exc).__name__}: {exc}"
@@ -208,7 +216,8 @@ def main() -> None:
     print(f"Request body (every server): {json.dumps(request_body('MODEL', PROMPT, args.tokens, bias))}\n")
     for name in names:
         if name not in skipped:
-            print(f"- {name}: {server_versions(name)}")
+            how = f" (mlxrpc REST with `{shlex.join(variants[name])}`)" if name in variants else ""
+            print(f"- {name}: {server_versions(name)}{how}")
     print()
     for label, _, _ in blases:
         subset = {k: v for k, v in rows.items() if k.endswith(label) and len(v) == args.rounds}
