@@ -149,10 +149,11 @@ def server_versions(name: str) -> str:
 
 def table(title: str, rows: dict[str, list[dict[int, Level]]], levels: list[int], baseline: str,
           tokens: int) -> str:
-    """Medians over rounds; the produced/asked column makes a short run visible in its own row."""
+    """Medians over rounds; produced/asked makes a short run visible in its row, and the prompt
+    tokens show whether every server rendered the same chat prompt."""
     out = [f"## {title}", "",
            f"| server | streams | tokens/s (median, min–max) | vs {baseline} | TTFT p50 ms | TTFT p95 ms "
-           "| tokens produced / asked |", "|---|---|---|---|---|---|---|"]
+           "| tokens produced / asked | prompt tokens per stream |", "|---|---|---|---|---|---|---|---|"]
     base = {n: median([r[n].rate for r in rows[baseline]]) for n in levels}
     for name, rounds in rows.items():
         for n in levels:
@@ -161,10 +162,11 @@ def table(title: str, rows: dict[str, list[dict[int, Level]]], levels: list[int]
             p95 = median([percentile([s.ttft for s in r[n].results], 95) for r in rounds])
             produced = sum(s.tokens for r in rounds for s in r[n].results)
             asked = tokens * n * len(rounds)
-            flag = "" if produced == asked else " **short**"
+            flag = "" if produced == asked else " **short**" if produced < asked else " **over**"
+            prompt = median([s.prompt_tokens for r in rounds for s in r[n].results])
             out.append(f"| {name} | {n} | {median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f}) "
                        f"| {median(rates) / base[n]:.2f} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} "
-                       f"| {produced}/{asked}{flag} |")
+                       f"| {produced}/{asked}{flag} | {prompt:.0f} |")
     return "\n".join(out)
 
 
