@@ -1,4 +1,4 @@
-"""Trained benchmark models: the 20M target and a small draft on the Python standard library's sources.
+"""Trained benchmark models: the "20M" target (10.5M parameters) and a 2.5M draft, on the stdlib's sources.
 
 Random weights accept no draft token, so speculative decoding needs models
 that have learnt something. The corpus is available offline everywhere: this
@@ -8,8 +8,8 @@ target's tokenizer exactly), ChatML specials included; each trains for a fixed
 time budget with AdamW on next-token loss, and is cached like the demo model
 (rebuilt only when the spec, the budget or the corpus changes). Training runs
 with the system OpenBLAS preloaded when there is one (``--blas auto``): with
-the MLX wheel's reference BLAS a 20M model takes minutes per step on a
-2-core CPU and learns next to nothing in the budget.
+the MLX wheel's reference BLAS one step of the target took 15-20 s on a
+shared 2-core CPU and learns next to nothing in the budget.
 
 Prints each model's held-out loss and the draft's greedy acceptance rate: the
 share of positions along the target's own greedy continuation where the
@@ -230,7 +230,7 @@ def main() -> None:
     print(f"Corpus: {report['corpus']}; {budget.seconds:.0f} s of training each; "
           f"{time.perf_counter() - started:.0f} s this run (0 when cached).\n")
     print("| model | folder | steps | first / last logged training loss | held-out loss |\n|---|---|---|---|---|")
-    for name, folder in (("target (20M)", target), ("draft", draft)):
+    for name, folder in (("target (10.5M)", target), ("draft", draft)):
         r = report[name.split()[0]]
         first, last = r["loss_log"][0][1], r["loss_log"][-1][1]
         print(f"| {name} | {folder} | {r['steps']} | {first:.2f} / {last:.2f} | {r['held_out_loss']:.2f} |")
