@@ -2,10 +2,16 @@
 
 Every server gets the same chat-completions body (``request_body``). None of
 them gets ``ignore_eos``: mlx_lm.server (0.32, ``server.py``) and vllm-mlx
-(0.6, ``api/models.py``) do not read it. All three honour ``logit_bias``
-(mlx-lm's ``make_logits_processors``, which vllm-mlx's continuous batching
-passes per request too), so equal lengths come from a bias of -100 on every
-end-of-sequence token (``eos_bias``): with greedy decoding they cannot win.
+(0.6, ``ChatCompletionRequest`` in ``api/models.py``) do not read it. All
+three honour ``logit_bias`` per request and keep batching with it: mlx_lm.server
+builds it into the request's ``make_logits_processors`` and batches such
+requests (``_is_batchable`` looks only at seeds, KV bits and images);
+vllm-mlx 0.6 attaches it in ``_attach_logit_bias_processor`` (``server.py``)
+and its continuous-batching scheduler inserts each request's processors into
+the ``BatchGenerator``; mlxrpc maps it to ``SamplingParams.logit_bias``. So
+equal lengths come from a bias of -100 on every end-of-sequence token
+(``eos_bias``): under greedy decoding those tokens cannot win. Each server
+then pays the same extra per-step cost (one bias add per row).
 Each stream's produced tokens are still counted from the server's own
 ``usage`` and compared with what was asked (``shortfalls``), so a server that
 stops early is flagged instead of averaged in.
