@@ -34,12 +34,13 @@ from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .common import Server, bench_model, machine, percentile
-from .fair import StreamResult, eos_bias, median, request_body, rotated, shortfalls, versions
+from .fair import StreamResult, eos_bias, median, probe_bias, request_body, rotated, shortfalls, versions
 from .peers import mlx_lm_server, vllm_mlx_missing, vllm_mlx_server, vllm_mlx_venv
 
 # Unique per level, stream and round, so nothing is reused from a prefix cache.
 PROMPT = "Write a short story about a robot who learns to paint. Number {i} of {n}, round {r}."
 WARM_UP = "Say hello."
+PROBE_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,19 @@ async def sse_stream(session: aiohttp.ClientSession, url: str, body: dict) -> St
     start = time.perf_counter()
     ttft = None
     usage: dict = {}
+    texts = []
     async with session.post(url, json=body) as response:
         response.raise_for_status()
         async for line in response.content:
             if not line.startswith(b"data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if ttft is None and chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
-                ttft = time.perf_counter() - start
+            if chunk.get("choices") and (content := chunk["choices"][0].get("delta", {}).get("content")):
+                ttft = ttft or time.perf_counter() - start
+                texts.append(content)
             usage = chunk.get("usage") or usage
-    return StreamResult(ttft or float("nan"), usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0))
+    return StreamResult(ttft or float("nan"), usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0),
+                        "".join(texts))
 
 
 async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int, bias: dict[str, float]) -> StreamResult:
@@ -80,45 +84,53 @@ async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int, bia
     start = time.perf_counter()
     ttft = None
     n = prompt_tokens = 0
+    texts = []
     async for message in stub.StreamGenerate(request):
         if ttft is None and message.text:
             ttft = time.perf_counter() - start
+        texts.append(message.text)
         n += len(message.token_ids)
         if message.HasField("finish"):
             prompt_tokens = message.finish.usage.prompt_tokens
-    return StreamResult(ttft or float("nan"), n, prompt_tokens)
+    return StreamResult(ttft or float("nan"), n, prompt_tokens, "".join(texts))
 
 
-Stream = Callable[[str, int], Awaitable[StreamResult]]  # (prompt, max tokens) → result
+Stream = Callable[[str, int, dict[str, float]], Awaitable[StreamResult]]  # (prompt, max tokens, bias) → result
+Probe = tuple[dict[str, float], str]  # a bias forcing one token, and the text it must give (fair.probe_bias)
 
 
-async def sweep(stream: Stream, levels: list[int], tokens: int, round_index: int) -> dict[int, Level]:
-    """One warm-up request, then each level's streams at once."""
-    await stream(WARM_UP, 4)
+async def sweep(stream: Stream, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
+                round_index: int) -> dict[int, Level]:
+    """One warm-up request that checks the server applies logit_bias, then each level's streams at once."""
+    check = await stream(WARM_UP, PROBE_TOKENS, probe[0])
+    if check.text != probe[1]:
+        raise RuntimeError(f"logit_bias not applied: a +100 bias should give {probe[1]!r}, got {check.text!r}")
     results = {}
     for n in levels:
         start = time.perf_counter()
-        done = await asyncio.gather(*(stream(PROMPT.format(i=i, n=n, r=round_index), tokens) for i in range(n)))
+        done = await asyncio.gather(*(stream(PROMPT.format(i=i, n=n, r=round_index), tokens, bias)
+                                      for i in range(n)))
         results[n] = Level(list(done), time.perf_counter() - start)
     return results
 
 
-async def sweep_sse(url: str, model: str, levels: list[int], tokens: int, bias: dict[str, float],
+async def sweep_sse(url: str, model: str, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
                     round_index: int) -> dict[int, Level]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600),
                                      connector=aiohttp.TCPConnector(limit=0)) as session:
-        return await sweep(lambda prompt, k: sse_stream(session, url, request_body(model, prompt, k, bias)),
-                           levels, tokens, round_index)
+        return await sweep(lambda prompt, k, b: sse_stream(session, url, request_body(model, prompt, k, b)),
+                           levels, tokens, bias, probe, round_index)
 
 
-async def sweep_grpc(port: int, levels: list[int], tokens: int, bias: dict[str, float],
+async def sweep_grpc(port: int, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
                      round_index: int) -> dict[int, Level]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
-        return await sweep(lambda prompt, k: grpc_stream(stub, prompt, k, bias), levels, tokens, round_index)
+        return await sweep(lambda prompt, k, b: grpc_stream(stub, prompt, k, b), levels, tokens, bias, probe,
+                           round_index)
 
 
-Sweep = Callable[[list[int], int, dict[str, float], int], dict[int, Level]]  # levels, tokens, bias, round
+Sweep = Callable[[list[int], int, dict[str, float], Probe, int], dict[int, Level]]  # ..., bias, probe, round
 
 
 @contextmanager
@@ -128,14 +140,14 @@ def serving(name: str, model: Path, concurrency: int, preload: str | None, blas:
     if name in PEERS:
         with PEERS[name](model, concurrency, preload) as peer:
             url = f"{peer.base}/v1/chat/completions"
-            yield lambda levels, tokens, bias, r: asyncio.run(sweep_sse(url, peer.model, levels, tokens, bias, r))
+            yield lambda *a: asyncio.run(sweep_sse(url, peer.model, *a))
         return
     with Server(model, "--max-num-seqs", str(concurrency), "--blas", blas, *extra) as server:
         if name == "mlxrpc gRPC":
-            yield lambda levels, tokens, bias, r: asyncio.run(sweep_grpc(server.grpc_port, levels, tokens, bias, r))
+            yield lambda *a: asyncio.run(sweep_grpc(server.grpc_port, *a))
         else:
             url = f"http://127.0.0.1:{server.http_port}/v1/chat/completions"
-            yield lambda levels, tokens, bias, r: asyncio.run(sweep_sse(url, "bench", levels, tokens, bias, r))
+            yield lambda *a: asyncio.run(sweep_sse(url, "bench", *a))
 
 
 PEERS = {"mlx_lm.server REST": mlx_lm_server, "vllm-mlx REST": vllm_mlx_server}
@@ -196,6 +208,7 @@ def main() -> None:
     names += list(variants)
     model = bench_model()
     bias = {} if args.no_bias else eos_bias(model)
+    probe = probe_bias(model, bias, PROBE_TOKENS)
     openblas = find_library("auto")
     blases = []
     if args.blas in ("both", "bundled"):
@@ -210,7 +223,7 @@ def main() -> None:
                     continue
                 try:
                     with serving(name, model, max(levels), preload, flag, variants.get(name, [])) as run:
-                        rows.setdefault(f"{name}, {label}", []).append(run(levels, args.tokens, bias, r))
+                        rows.setdefault(f"{name}, {label}", []).append(run(levels, args.tokens, bias, probe, r))
                 except (RuntimeError, aiohttp.ClientError) as exc:  # a server that fails: said below the tables
                     skipped[name] = f"{type(exc).__name__}: {exc}"
                 print(f"<!-- {label} round {r + 1}: {name} done -->", file=sys.stderr, flush=True)

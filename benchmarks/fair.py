@@ -39,6 +39,7 @@ class StreamResult:
     ttft: float  # seconds to the first content
     tokens: int  # produced, as the server's usage (or token ids) says
     prompt_tokens: int = 0
+    text: str = ""
 
 
 def eos_token_ids(model: Path) -> list[int]:
@@ -59,6 +60,19 @@ def eos_token_ids(model: Path) -> list[int]:
 def eos_bias(model: Path) -> dict[str, float]:
     """The ``logit_bias`` that makes every EOS unreachable under greedy decoding."""
     return {str(i): BIAS for i in eos_token_ids(model)}
+
+
+def probe_bias(model: Path, bias: dict[str, float], repeats: int) -> tuple[dict[str, float], str]:
+    """A bias that forces one visible token, and the text it must give: proves a server applies logit_bias.
+
+    A server that accepted the field but ignored it would make the EOS bias a
+    no-op, and its runs could end early; the warm-up request checks this.
+    """
+    from mlx_lm.utils import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    token = next(t for t in (tokenizer.encode(c, add_special_tokens=False) for c in "Zzxq") if len(t) == 1)[0]
+    return {**bias, str(token): -BIAS}, tokenizer.decode([token]) * repeats
 
 
 def request_body(model: str, prompt: str, tokens: int, bias: dict[str, float]) -> dict:

@@ -5,6 +5,7 @@ Marked slow: each run starts real servers (about 6 s each on two cores).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.concurrency import Level, table
+from benchmarks.concurrency import Level, sweep, table
 from benchmarks.fair import StreamResult, request_body, rotated, shortfalls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,19 @@ def test_a_short_stream_is_flagged_not_averaged_in() -> None:
     rows = {"x": [{2: Level([full, full], 1.0)}], "y": [{2: Level([full, short], 1.0)}]}
     lines = table("t", rows, [2], "x", 8).splitlines()
     assert "| 16/16 |" in lines[-2] and "| 11/16 **short** |" in lines[-1]
+
+
+def test_a_server_that_ignores_logit_bias_is_refused() -> None:
+    async def ignores_bias(prompt: str, tokens: int, bias: dict[str, float]) -> StreamResult:
+        return StreamResult(0.1, tokens, 5, "abcd")
+
+    async def honours_bias(prompt: str, tokens: int, bias: dict[str, float]) -> StreamResult:
+        return StreamResult(0.1, tokens, 5, "ZZZZ" if bias.get("7") == 100 else "abcd")
+
+    probe = ({"2": -100.0, "7": 100.0}, "ZZZZ")
+    with pytest.raises(RuntimeError, match="logit_bias not applied"):
+        asyncio.run(sweep(ignores_bias, [1], 4, {"2": -100.0}, probe, 0))
+    assert asyncio.run(sweep(honours_bias, [1], 4, {"2": -100.0}, probe, 0))[1].results[0].tokens == 4
 
 
 @pytest.mark.slow
