@@ -11,14 +11,23 @@ import argparse
 import asyncio
 import multiprocessing
 import time
-from collections.abc import AsyncIterator
-from types import SimpleNamespace
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import grpc
 
 from mlxrpc.engine.handle import RequestHandle
-from mlxrpc.engine.types import Chunk, Finish, ModelDescription, ModelKind, StopReason, Timings, Usage
+from mlxrpc.engine.registry import LoadedModel, ModelRegistry
+from mlxrpc.engine.types import (
+    Chunk,
+    Finish,
+    GenerationRequest,
+    ModelDescription,
+    ModelKind,
+    StopReason,
+    Timings,
+    Usage,
+)
 from mlxrpc.metrics import Metrics
 from mlxrpc.settings import Settings
 from mlxrpc.v1 import inference_pb2 as pb
@@ -27,23 +36,33 @@ from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 from .common import machine
 from .fair import median, rotated, versions
 
+MODEL = "zero"
+TOKEN_TEXT = " tok"
+
 
 class ZeroCostEngine:
-    """The part of Engine the servicer uses, with tokens that cost nothing.
+    """The part of ``Engine``'s public interface the servicer and server use, with free tokens.
 
-    Requests stream through real RequestHandles; a producer task plays the engine thread,
-    handing one token to every running request per "step", as the real loop does.
+    What the servicer reads is the real thing: a ``ModelRegistry`` holding one
+    text model (so unknown names fail as they do in the engine), ``Metrics``,
+    and ``generate``, the engine's one seam, streaming ready chunks through a
+    real ``RequestHandle``. Only token production is stood in for: a producer
+    task plays the engine thread, giving one token to every running request per
+    "step", as the real loop does.
     """
 
     def __init__(self) -> None:
         self.metrics = Metrics()
-        self.registry = SimpleNamespace(get=lambda name: SimpleNamespace(id="zero"))
+        self.registry = ModelRegistry()
+        self.registry.add(LoadedModel(id=MODEL, source="zero-cost stand-in", kind=ModelKind.TEXT, model=None,
+                                      tokenizer=None, config={"vocab_size": 8192}, created=0))
         self._running: list[list] = []
         self._producer: asyncio.Task | None = None
 
-    async def generate(self, request, owner: str = "", load_images=None) -> AsyncIterator[list[Chunk]]:
+    async def generate(self, request: GenerationRequest, owner: str = "",
+                       load_images: object = None) -> AsyncIterator[list[Chunk]]:
         request.request_id = request.request_id or "r"
-        handle = RequestHandle(asyncio.get_running_loop(), request.request_id, "zero")
+        handle = RequestHandle(asyncio.get_running_loop(), request.request_id, request.model, owner)
         self._running.append([handle, request.stopping.max_tokens or 16])
         if self._producer is None or self._producer.done():
             self._producer = asyncio.get_running_loop().create_task(self._produce())
@@ -58,7 +77,7 @@ class ZeroCostEngine:
             for entry in list(self._running):
                 handle, left = entry
                 entry[1] = left - 1
-                chunk = Chunk(text=" tok", token_ids=[42])
+                chunk = Chunk(text=TOKEN_TEXT, token_ids=[42])
                 if entry[1] == 0 or handle.finished:
                     chunk.finish = Finish(StopReason.LENGTH, Usage(1, 1), Timings())
                     self._running.remove(entry)
@@ -66,12 +85,13 @@ class ZeroCostEngine:
             await asyncio.sleep(0)
 
     def describe_models(self) -> list[ModelDescription]:
-        return [ModelDescription("zero", [], ModelKind.TEXT, "", True, 0, 4096, 1, "", "", [], True)]
+        # LoadedModel.describe() reads the weights and tokenizer, which the stand-in has none of.
+        return [ModelDescription(MODEL, [], ModelKind.TEXT, "", True, 0, 4096, 8192, "", "", [], True)]
 
     def stop_accepting(self) -> None:
         pass
 
-    def on_models_changed(self, callback) -> None:
+    def on_models_changed(self, callback: Callable[[], None]) -> None:
         pass
 
 
