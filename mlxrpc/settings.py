@@ -112,6 +112,15 @@ class Settings:
     # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
     # keeps the MLX wheel's reference BLAS, or a library path.
     blas: str = "auto"
+    # Distributed serving (docs/deployment.md): one model sharded over several
+    # processes or Macs. "tensor" or "pipeline" joins the world MLX's launcher
+    # describes (mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables);
+    # ranks > 1 starts that many local ranks over the ring backend itself;
+    # seconds joining the world or one collective may take before the server
+    # gives up (a stalled or dead rank).
+    parallel: str = ""
+    ranks: int = 0
+    distributed_timeout: float = 60.0
 
     @classmethod
     def resolve(

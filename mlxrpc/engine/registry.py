@@ -172,9 +172,15 @@ def _load_text(source: ModelSource, path: Path) -> LoadedModel:
     tokenizer_config: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
     if options.chat_template is not None:
         tokenizer_config["chat_template"] = options.chat_template
-    model, tokenizer, config = mlx_lm.load(str(path), tokenizer_config=tokenizer_config,
-                                           adapter_path=options.adapter_path, return_config=True,
-                                           trust_remote_code=options.trust_remote_code)
+    if options.parallel:
+        from ..distributed.loading import load_shard
+
+        model, tokenizer, config = load_shard(path, options.parallel, tokenizer_config,
+                                              options.trust_remote_code)
+    else:
+        model, tokenizer, config = mlx_lm.load(str(path), tokenizer_config=tokenizer_config,
+                                               adapter_path=options.adapter_path, return_config=True,
+                                               trust_remote_code=options.trust_remote_code)
     return LoadedModel(id=source.id, source=source.source, kind=ModelKind.TEXT, model=model,
                        tokenizer=tokenizer, config=config, created=int(time.time()))
 
