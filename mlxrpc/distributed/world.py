@@ -9,10 +9,10 @@ fails after ``--distributed-timeout`` instead of blocking start-up forever.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ def join(settings: Settings, env: dict[str, str] | None = None) -> World:
     """Initializes MLX's distributed group described by the environment.
 
     Blocks until every rank has joined, at most ``distributed_timeout``
-    seconds; then the process exits with a message (MLX's own wait has no end).
+    seconds; then the process exits 1 (MLX's own wait has no end).
     """
     import mlx.core as mx
 
@@ -116,22 +116,17 @@ def join(settings: Settings, env: dict[str, str] | None = None) -> World:
     size = check_ring_env(env) if backend == "ring" else 0
     if settings.ranks and size and size != settings.ranks:
         raise WorldError(f"--ranks {settings.ranks} but MLX_HOSTFILE lists {size} ranks")
-    joined = threading.Event()
-
-    def give_up() -> None:
-        if not joined.wait(settings.distributed_timeout):
-            log.critical("the distributed world did not form within %.0fs (--distributed-timeout): "
-                         "is every rank started, and are the hostfile's addresses reachable?",
-                         settings.distributed_timeout)
-            os._exit(EXIT_WORLD_FAILED)
-
-    threading.Thread(target=give_up, name="mlxrpc-join-watchdog", daemon=True).start()
+    # MLX waits for missing peers forever, holding the interpreter: only a C-level
+    # timer can end that wait (it prints the Python stack and exits 1).
+    log.info("joining the %s world: waiting up to %.0fs (--distributed-timeout) for every rank",
+             backend, settings.distributed_timeout)
+    faulthandler.dump_traceback_later(settings.distributed_timeout, exit=True)
     try:
         group = mx.distributed.init(strict=True, backend=backend)
     except RuntimeError as exc:
         raise WorldError(f"cannot join the {backend} world: {exc}") from None
     finally:
-        joined.set()
+        faulthandler.cancel_dump_traceback_later()
     if group.size() < 2:
         raise WorldError(f"the {backend} world has {group.size()} rank; --parallel needs at least 2")
     if settings.ranks and group.size() != settings.ranks:
