@@ -125,6 +125,36 @@ def test_a_two_rank_world_answers_exactly_as_one_rank(pair: str, request: pytest
     assert "prefix_cache" not in world.log  # both ranks' caches agreed (no divergence error)
 
 
+def _shown(server: ServeProcess) -> dict[str, Any]:
+    """The parallelism ModelInfo, /v1/models and /health show; the collective time in /metrics."""
+    import requests
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        info = stub.ModelInfo(pb.ModelInfoRequest(model="default"))
+        metrics = stub.GetMetrics(pb.GetMetricsRequest()).text
+    base = f"http://127.0.0.1:{server.http_port}"
+    return {
+        "grpc": (info.parallelism.mode, info.parallelism.world_size, info.parallelism.backend)
+        if info.HasField("parallelism") else None,
+        "models": requests.get(f"{base}/v1/models", timeout=10).json()["data"][0].get("parallelism"),
+        "health": requests.get(f"{base}/health", timeout=10).json().get("parallelism"),
+        "collective_steps": next((float(line.split()[-1]) for line in metrics.splitlines()
+                                  if line.startswith("mlxrpc_collective_seconds_count")), 0.0),
+    }
+
+
+@pytest.mark.parametrize(("pair", "mode"), [("tensor_pair", "tensor"), ("pipeline_pair", "pipeline")])
+def test_the_split_is_visible(pair: str, mode: str, request: pytest.FixtureRequest) -> None:
+    one, world = request.getfixturevalue(pair)
+    shown = _shown(world)
+    split = {"mode": mode, "world_size": 2, "backend": "ring"}
+    assert shown["grpc"] == (mode, 2, "ring")
+    assert shown["models"] == split and shown["health"] == split
+    assert shown["collective_steps"] > 0
+    assert _shown(one) == {"grpc": None, "models": None, "health": None, "collective_steps": 0.0}
+
+
 def test_an_abort_reaches_every_rank(tensor_pair: tuple[ServeProcess, ServeProcess]) -> None:
     """Aborted and cancelled streams leave the batch on both ranks: the world stays in
     lockstep (a rank still decoding them would break it) and still answers as one rank does."""

@@ -42,7 +42,8 @@ class Channel:
         self._on_stall = on_stall
         self._busy_since: float | None = None
         self._lock = threading.Lock()
-        self.seconds = 0.0  # total time spent in exchanges (for /metrics)
+        # Called with each exchange's seconds (the engine's /metrics histogram).
+        self.on_exchange: Callable[[float], None] | None = None
         threading.Thread(target=self._watch, name="mlxrpc-collective-watchdog", daemon=True).start()
 
     @contextmanager
@@ -75,7 +76,8 @@ class Channel:
                 if self.world.leader:
                     tail[:] = np.frombuffer(payload[len(data):], np.uint8)
                 data += np.array(self._all_sum(tail), copy=False).tobytes()
-        self.seconds += time.perf_counter() - started
+        if self.on_exchange is not None:
+            self.on_exchange(time.perf_counter() - started)
         return message if self.world.leader else pickle.loads(data)
 
     def _all_sum(self, values: np.ndarray) -> mx.array:

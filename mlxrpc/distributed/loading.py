@@ -9,13 +9,15 @@ mlx-lm cannot split are refused with the list of those it can.
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 
-from .world import WorldError
+from ..engine.types import Parallelism
+from .world import WorldError, backend_from_env
 
 
 def supported_architectures() -> dict[str, list[str]]:
@@ -48,8 +50,8 @@ def check_architecture(path: Path, mode: str) -> None:
 
 
 def load_shard(path: Path, mode: str, tokenizer_config: dict[str, Any],
-               trust_remote_code: bool) -> tuple[Any, Any, dict[str, Any]]:
-    """This rank's shard of the checkpoint at ``path``: (model, tokenizer, config)."""
+               trust_remote_code: bool) -> tuple[Any, Any, dict[str, Any], Parallelism]:
+    """This rank's shard of the checkpoint at ``path``: (model, tokenizer, config, split)."""
     from mlx_lm.utils import load_model, load_tokenizer
 
     check_architecture(path, mode)
@@ -73,4 +75,4 @@ def load_shard(path: Path, mode: str, tokenizer_config: dict[str, Any],
     tokenizer = load_tokenizer(path, tokenizer_config, eos_token_ids=config.get("eos_token_id"))
     # Every rank has its shard before any forward pass (mlx-lm's barrier).
     mx.eval(mx.distributed.all_sum(mx.array(1.0), group=group, stream=mx.cpu))
-    return model, tokenizer, config
+    return model, tokenizer, config, Parallelism(mode, group.size(), backend_from_env(dict(os.environ)))

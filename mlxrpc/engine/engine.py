@@ -51,6 +51,8 @@ class Engine:
         self.metrics = Metrics()
         # Rank 0 of a distributed world: the core steps in lockstep with the other ranks.
         self.core = EngineCore(settings, self.metrics, on_death=self._core_died, channel=channel)
+        if channel is not None:
+            channel.on_exchange = self.metrics.collective.observe
         self.metrics.watch(
             queue_depth=lambda: self.core.stats.waiting,
             running=lambda: self.core.stats.running,
