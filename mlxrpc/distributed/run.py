@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 
 from ..settings import Settings
@@ -58,6 +59,11 @@ def run_follower(settings: Settings, world: World) -> int:
     from ..serve import model_sources
     from .lockstep import FollowerBatch
 
+    # A follower ends when rank 0 tells it to or its world breaks: Ctrl-C or a
+    # launcher's SIGTERM reach every rank at once, and rank 0 still drains
+    # through the others.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     channel = Channel(world)
     try:
         source = model_sources(settings)[0]
