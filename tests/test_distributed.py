@@ -222,6 +222,35 @@ def test_kill_9_of_rank_1_ends_the_server_within_seconds(llama_dir: Path) -> Non
         world.kill()
 
 
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill -9"])
+def test_no_rank_outlives_rank_0(llama_dir: Path, how: str) -> None:
+    """SIGTERM drains and tells the followers to stop (every rank exits 0); a killed
+    rank 0 takes its followers with it (PR_SET_PDEATHSIG): no orphan either way."""
+    world = serve("--model", str(llama_dir), "--parallel", "tensor", "--ranks", "2", "--no-http")
+    followers = [p for p in _children(world.process.pid) if "mlxrpc" in Path(f"/proc/{p}/cmdline").read_text()]
+    try:
+        if how == "sigterm":
+            assert world.stop() == 0
+            deadline = time.monotonic() + 10  # the log reader thread may still be catching up
+            while not any("rank 1: rank 0 stopped; exiting" in line for line in world.log):
+                assert time.monotonic() < deadline, "".join(world.log)
+                time.sleep(0.05)
+        else:
+            world.kill()
+        assert _gone(followers[0], within=10)
+    finally:
+        world.kill()
+
+
 def _serve_fails(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, float]:
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "mlxrpc", "serve", "--grpc-port", "0", "--no-http", *args],
