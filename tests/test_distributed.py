@@ -97,6 +97,8 @@ async def workload(server: ServeProcess) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
         greedy = [text_request(p, model="default", max_tokens=24, ignore_eos=True) for p in PROMPTS]
+        # A prompt longer than one broadcast frame (its admission takes a second collective).
+        greedy.append(text_request("The quick brown fox. " * 150, model="default", max_tokens=8, ignore_eos=True))
         seeded = text_request("Once upon a time", model="default", max_tokens=24, temperature=0.9, ignore_eos=True)
         seeded.sampling.seed = 7
         regex = text_request("Give a code:", model="default", max_tokens=24)

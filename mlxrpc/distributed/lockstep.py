@@ -82,8 +82,10 @@ class LeaderBatch(ModelBatch):
         return uid, cached
 
     def remove(self, uids: list[int], *, keep_cache: bool = False) -> None:
-        super().remove(uids, keep_cache=keep_cache)
-        self._journal.append(Remove(list(uids), keep_cache, self.cache_entries))
+        live = [uid for uid in uids if uid in self._live]
+        super().remove(live, keep_cache=keep_cache)
+        if live:  # the core calls this after every step, mostly with nothing to remove
+            self._journal.append(Remove(live, keep_cache, self.cache_entries))
 
     def prompt_logprobs(self, prompt: list[int]) -> list[mx.array]:
         """A forward pass outside the batch: every rank runs it now."""

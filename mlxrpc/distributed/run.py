@@ -26,18 +26,18 @@ def start_world(settings: Settings) -> tuple[World, list[subprocess.Popen]]:
 
     Raises WorldError with a message for the user.
     """
-    from ..engine.registry import ModelSource, local_path
+    from ..engine.registry import local_path
+    from ..serve import model_sources
     from .loading import check_architecture
 
     check_settings(settings)
-    if settings.model:
-        source = ModelSource.parse(settings.model[0])
-        try:
-            check_architecture(local_path(source.source), settings.parallel)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, WorldError):
-                raise
-            raise WorldError(f"cannot load '{source.source}': {exc}") from None
+    source = model_sources(settings)[0]
+    try:
+        check_architecture(local_path(source.source), settings.parallel)
+    except WorldError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise WorldError(f"cannot load '{source.source}': {exc}") from None
     children: list[subprocess.Popen] = []
     if settings.ranks and "MLX_RANK" not in os.environ:
         from .spawn import spawn_local_ranks
