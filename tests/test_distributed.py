@@ -124,7 +124,9 @@ def test_a_two_rank_world_answers_exactly_as_one_rank(pair: str, request: pytest
     assert expected["again"] == expected["first"][:4]
     assert expected["prompt_logprobs"] and all(expected["rest"])
     assert got == expected
-    assert "prefix_cache" not in world.log  # both ranks' caches agreed (no divergence error)
+    with grpc.insecure_channel(f"127.0.0.1:{world.grpc_port}") as channel:
+        metrics = pb_grpc.InferenceStub(channel).GetMetrics(pb.GetMetricsRequest()).text
+    assert 'mlxrpc_prefix_cache_lookups_total{result="hit"}' in metrics  # the second round reused caches
 
 
 def _shown(server: ServeProcess) -> dict[str, Any]:
