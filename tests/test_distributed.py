@@ -10,6 +10,7 @@ the server with a non-zero exit within seconds, bad world settings fail fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -224,6 +225,27 @@ def test_kill_9_of_rank_1_ends_the_server_within_seconds(llama_dir: Path) -> Non
         assert elapsed < 10
     finally:
         world.kill()
+
+
+def test_a_stalled_rank_trips_the_watchdog(llama_dir: Path) -> None:
+    """A frozen rank raises nothing on the ring; rank 0 exits 70 once a collective has
+    waited --distributed-timeout, and the frozen rank dies with it."""
+    timeout = 15  # also bounds the join, which a loaded CI machine needs time for
+    world = serve("--model", str(llama_dir), "--parallel", "tensor", "--ranks", "2", "--no-http",
+                  "--distributed-timeout", str(timeout))
+    followers = [p for p in _children(world.process.pid) if "mlxrpc" in Path(f"/proc/{p}/cmdline").read_text()]
+    try:
+        os.kill(followers[0], signal.SIGSTOP)
+        stopped = time.monotonic()
+        assert world.process.wait(timeout + 15) == 70
+        elapsed = time.monotonic() - stopped
+        print(f"SIGSTOP of rank 1 -> rank 0 exited 70 after {elapsed:.2f}s (--distributed-timeout {timeout})")
+        assert timeout - 2 <= elapsed < timeout + 10
+        assert _gone(followers[0], within=10)
+    finally:
+        world.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(followers[0], signal.SIGKILL)
 
 
 def _gone(pid: int, within: float) -> bool:
