@@ -203,7 +203,11 @@ def _serve_distributed(settings: Settings, with_sidecar: bool) -> int:
         return 2
     if not world.leader:
         return run_follower(settings, world)
-    code = asyncio.run(serve(settings, with_sidecar=with_sidecar, world=world))
+    try:
+        code = asyncio.run(serve(settings, with_sidecar=with_sidecar, world=world))
+    except WorldError as exc:  # the model cannot be split this way (found while loading it)
+        print(f"mlxrpc: {exc}", file=sys.stderr)
+        code = 2
     stop_local_ranks(children, timeout=10.0 if code == 0 else 2.0)
     return code
 

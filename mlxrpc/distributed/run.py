@@ -77,6 +77,9 @@ def run_follower(settings: Settings, world: World) -> int:
                               prompt_cache_bytes=settings.prompt_cache_bytes)
         log.info("rank %d: following rank 0", world.rank)
         batch.follow()
+    except WorldError as exc:  # rank 0 reports the same and exits 2
+        log.critical("rank %d: %s", world.rank, exc)
+        return 2
     except Exception:
         log.critical("rank %d: the distributed world broke; exiting", world.rank, exc_info=True)
         return EXIT_WORLD_FAILED
