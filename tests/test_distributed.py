@@ -230,7 +230,7 @@ def test_kill_9_of_rank_1_ends_the_server_within_seconds(llama_dir: Path) -> Non
 def test_a_stalled_rank_trips_the_watchdog(llama_dir: Path) -> None:
     """A frozen rank raises nothing on the ring; rank 0 exits 70 once a collective has
     waited --distributed-timeout, and the frozen rank dies with it."""
-    timeout = 15  # also bounds the join, which a loaded CI machine needs time for
+    timeout = 10
     world = serve("--model", str(llama_dir), "--parallel", "tensor", "--ranks", "2", "--no-http",
                   "--distributed-timeout", str(timeout))
     followers = [p for p in _children(world.process.pid) if "mlxrpc" in Path(f"/proc/{p}/cmdline").read_text()]
@@ -317,4 +317,4 @@ def test_a_rank_that_never_joins_fails_after_the_timeout(llama_dir: Path, tmp_pa
         ["--model", str(llama_dir), "--parallel", "tensor", "--distributed-timeout", "2"],
         {"MLX_RANK": "0", "MLX_HOSTFILE": str(hosts)})
     assert code == 1 and "waiting up to 2s" in stderr and "Timeout" in stderr, stderr
-    assert elapsed < 20
+    assert elapsed < 45  # the interpreter's own start-up counts here, on a busy machine too

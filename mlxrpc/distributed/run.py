@@ -20,6 +20,9 @@ from .world import EXIT_WORLD_FAILED, World, WorldError, check_settings, join
 
 log = logging.getLogger(__name__)
 
+# Extra seconds the world may take to form when this process started its ranks.
+LOCAL_STARTUP_SECONDS = 60.0
+
 
 def start_world(settings: Settings) -> tuple[World, list[subprocess.Popen]]:
     """Checks the settings and the model, starts ``--ranks`` local ranks if asked, joins.
@@ -44,7 +47,8 @@ def start_world(settings: Settings) -> tuple[World, list[subprocess.Popen]]:
 
         children = spawn_local_ranks(settings.ranks)
     try:
-        return join(settings), children
+        # Local ranks first start an interpreter and import MLX: not a stall.
+        return join(settings, startup_grace=LOCAL_STARTUP_SECONDS if children else 0.0), children
     except BaseException:
         for child in children:
             child.kill()

@@ -102,11 +102,12 @@ def check_settings(settings: Settings) -> None:
         raise WorldError("--distributed-timeout must be positive")
 
 
-def join(settings: Settings, env: dict[str, str] | None = None) -> World:
+def join(settings: Settings, env: dict[str, str] | None = None, startup_grace: float = 0.0) -> World:
     """Initializes MLX's distributed group described by the environment.
 
     Blocks until every rank has joined, at most ``distributed_timeout``
-    seconds; then the process exits 1 (MLX's own wait has no end).
+    seconds (plus ``startup_grace`` for ranks this process has just started);
+    then the process exits 1 (MLX's own wait has no end).
     """
     import mlx.core as mx
 
@@ -118,9 +119,9 @@ def join(settings: Settings, env: dict[str, str] | None = None) -> World:
         raise WorldError(f"--ranks {settings.ranks} but MLX_HOSTFILE lists {size} ranks")
     # MLX waits for missing peers forever, holding the interpreter: only a C-level
     # timer can end that wait (it prints the Python stack and exits 1).
-    log.info("joining the %s world: waiting up to %.0fs (--distributed-timeout) for every rank",
-             backend, settings.distributed_timeout)
-    faulthandler.dump_traceback_later(settings.distributed_timeout, exit=True)
+    wait = settings.distributed_timeout + startup_grace
+    log.info("joining the %s world: waiting up to %.0fs (--distributed-timeout) for every rank", backend, wait)
+    faulthandler.dump_traceback_later(wait, exit=True)
     try:
         group = mx.distributed.init(strict=True, backend=backend)
     except RuntimeError as exc:
