@@ -74,6 +74,11 @@ HELP = {
     "requests' chat_template_kwargs win; repeatable",
     "adapter_path": "[ID=]PATH: LoRA adapters to apply to the model (mlx-lm's adapter folder); repeatable",
     "trust_remote_code": "let checkpoints run their own tokenizer code (true/false)",
+    "parallel": "shard the model over a distributed world: tensor or pipeline (the world comes from "
+    "mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables, or --ranks)",
+    "ranks": "with --parallel: start this many local ranks over the ring backend (127.0.0.1)",
+    "distributed_timeout": "seconds joining the world or one collective may take before the server "
+    "exits (default 60)",
 }
 
 
@@ -168,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"mlxrpc: {exc}", file=sys.stderr)
             return 2
-
+        if settings.parallel or settings.ranks:
+            exit_now(_serve_distributed(settings, with_sidecar=not args.no_http))
         code = asyncio.run(serve(settings, with_sidecar=not args.no_http))
         exit_now(code)
     if args.command == "gateway":
@@ -181,6 +187,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return asyncio.run(_generate(args))
     return 2
+
+
+def _serve_distributed(settings: Settings, with_sidecar: bool) -> int:
+    """Joins the world (starting --ranks local ranks); rank 0 serves, the others follow."""
+    from .distributed.run import run_follower, start_world
+    from .distributed.spawn import stop_local_ranks
+    from .distributed.world import WorldError
+    from .serve import serve
+
+    try:
+        world, children = start_world(settings)
+    except WorldError as exc:
+        print(f"mlxrpc: {exc}", file=sys.stderr)
+        return 2
+    if not world.leader:
+        return run_follower(settings, world)
+    try:
+        code = asyncio.run(serve(settings, with_sidecar=with_sidecar, world=world))
+    except WorldError as exc:  # the model cannot be split this way (found while loading it)
+        print(f"mlxrpc: {exc}", file=sys.stderr)
+        code = 2
+    stop_local_ranks(children, timeout=10.0 if code == 0 else 2.0)
+    return code
 
 
 def exit_now(code: int) -> None:

@@ -39,6 +39,9 @@ class Metrics:
         self.in_flight = Gauge("mlxrpc_in_flight_requests", "Admitted requests not yet finished",
                                registry=r)
         self.models = Gauge("mlxrpc_models_loaded", "Models loaded", registry=r)
+        self.collective = Histogram("mlxrpc_collective_seconds",
+                                    "Distributed world: rank 0's broadcast of each step's changes to the other ranks",
+                                    buckets=_ITL_BUCKETS, registry=r)
 
     def watch(self, queue_depth: Callable[[], float], running: Callable[[], float],
               in_flight: Callable[[], float], models: Callable[[], float]) -> None:

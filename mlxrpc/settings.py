@@ -51,6 +51,10 @@ class EngineSettings:
     max_model_bytes: int = 0
     # Pixels of one image (vision models), checked again when it is decoded.
     max_image_pixels: int = 4096 * 4096
+    # Distributed serving (docs/deployment.md): one model sharded over several
+    # processes or Macs. "tensor" or "pipeline" joins the world MLX's launcher
+    # describes (mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables).
+    parallel: str = ""
 
 
 @dataclass
@@ -151,6 +155,12 @@ class Settings(McpSettings, GatewaySettings, EngineSettings, ServiceSettings):
     # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
     # keeps the MLX wheel's reference BLAS, or a library path.
     blas: str = "auto"
+    # Distributed serving (docs/deployment.md; "parallel" is in EngineSettings):
+    # ranks > 1 starts that many local ranks over the ring backend itself;
+    # seconds joining the world or one collective may take before the server
+    # gives up (a stalled or dead rank).
+    ranks: int = 0
+    distributed_timeout: float = 60.0
 
     def part(self, kind: type[Part]) -> Part:
         """The fields of one layer's part, as that part."""

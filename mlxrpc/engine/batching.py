@@ -207,6 +207,36 @@ class ModelBatch:
             out.append(StepToken(uid, token, batch._next_logprobs[i], reason))
         return out
 
+    def prompt_logprobs(self, prompt: list[int]) -> list[mx.array]:
+        with mx.stream(self._generator.stream):  # after the batch's own work, as every rank orders it
+            return prompt_logprobs(self._generator.model, prompt)
+
+    # What every rank of a distributed world must share (distributed/lockstep.py).
+
+    @property
+    def cache_entries(self) -> int:
+        return len(self._prompt_cache) if self._prompt_cache is not None else 0
+
+    def trim_cache(self, entries: int) -> None:
+        """Evicts least recently used prefix-cache entries down to ``entries``."""
+        if self._prompt_cache is not None:
+            self._prompt_cache.trim_to(n_sequences=entries)
+
+    def next_tokens(self) -> list[int] | None:
+        """The tokens sampled for the next decode step, one per decoding sequence."""
+        batch = self._generator._generation_batch
+        if not len(batch) or batch._next_tokens is None:
+            return None
+        return batch._next_tokens.tolist()
+
+    def impose_tokens(self, tokens: list[int] | None) -> None:
+        """Makes the next decode step feed ``tokens`` (rank 0's samples) instead of this rank's."""
+        batch = self._generator._generation_batch
+        if len(batch) != len(tokens or ()):
+            raise RuntimeError(f"lockstep lost: {len(batch)} sequences decode here, {len(tokens or ())} on rank 0")
+        if tokens:
+            batch._next_tokens = mx.array(tokens, dtype=batch._next_tokens.dtype)
+
     @property
     def running(self) -> int:
         """Sequences decoding now (not waiting for prefill)."""

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..distributed.channel import Channel
 from ..metrics import Metrics
 from ..settings import EngineSettings
 from .batching import ModelBatch, prompt_logprobs
@@ -42,6 +43,10 @@ from .types import ChatPrompt, Chunk, ModelKind, TokenLogprob
 from .vision_batching import VisionBatch
 
 log = logging.getLogger(__name__)
+
+# Seconds between heartbeats of an idle rank 0 in a distributed world, so the
+# other ranks can tell an idle world from a stalled one.
+HEARTBEAT_SECONDS = 1.0
 
 Batch = ModelBatch | VisionBatch
 
@@ -138,8 +143,11 @@ class EngineCore:
     """The MLX thread and its command queue."""
 
     def __init__(self, settings: EngineSettings, metrics: Metrics,
-                 on_death: Callable[[BaseException], None]) -> None:
+                 on_death: Callable[[BaseException], None], channel: Channel | None = None) -> None:
         self.settings = settings
+        # In a distributed world (rank 0): batches broadcast every change and
+        # step in lockstep with the other ranks; any failure is fatal.
+        self._channel = channel
         self.metrics = metrics
         self._on_death = on_death
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -155,6 +163,7 @@ class EngineCore:
         self.idle = threading.Event()
         self.idle.set()
         self.failure: BaseException | None = None
+        self._heartbeat_after = HEARTBEAT_SECONDS if channel is not None else None
 
     # ------------------------------------------------------------ any thread
 
@@ -199,6 +208,10 @@ class EngineCore:
                 self._publish_stats()
                 if not self._rows:
                     self.idle.set()
+            if self._channel is not None:
+                from ..distributed.lockstep import stop_followers
+
+                stop_followers(self._channel)
         except BaseException as exc:  # the core never dies silently
             log.critical("the engine core failed; failing every request", exc_info=exc)
             self._die(exc, EngineError(ErrorCode.UNAVAILABLE, "the engine failed; the server is restarting",
@@ -238,8 +251,12 @@ class EngineCore:
         block = not any(len(b) for b in self._c.batches.values())
         while True:
             try:
-                command = self._commands.get(block=block)
+                command = self._commands.get(block=block, timeout=self._heartbeat_after if block else None)
             except queue.Empty:
+                if block and self._channel is not None:  # idle: tell the other ranks we are alive
+                    from ..distributed.lockstep import heartbeat
+
+                    heartbeat(self._channel)
                 return True
             block = False
             if isinstance(command, Stop):
@@ -259,7 +276,8 @@ class EngineCore:
     def _batch_for(self, model: LoadedModel) -> Batch:
         batch = self._c.batches.get(model.id)
         if batch is None:
-            batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs)
+            batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs,
+                                                          self._channel)
         return batch
 
     def _admit(self, p: PreparedRequest, handle: RequestHandle) -> None:
@@ -268,8 +286,9 @@ class EngineCore:
         row = _Row(handle=handle, prepared=p)
         try:
             model_inputs = self._vision_inputs(p) if p.images is not None else None
+            batch = self._batch_for(p.model)
             if p.request.prompt_logprobs:
-                p.prompt_logprobs = self._prompt_logprobs(p)
+                p.prompt_logprobs = self._prompt_logprobs(p, batch)
             processors = make_request_processors(
                 logit_bias=p.sampling.logit_bias,
                 repetition_penalty=p.sampling.repetition_penalty,
@@ -280,7 +299,6 @@ class EngineCore:
                 processors.append(min_tokens_processor(p.stop_on, p.request.stopping.min_tokens))
             if p.grammar is not None:
                 processors.append(GrammarProcessor(p.grammar, p.model.vocab_size, p.grammar_after))
-            batch = self._batch_for(p.model)
             row.uid, cached = batch.insert(
                 p.prompt_ids, max_tokens=p.max_tokens, sampling=p.sampling,
                 processors=[self._guard(row, proc) for proc in processors],
@@ -301,11 +319,12 @@ class EngineCore:
         self.idle.clear()
 
     @staticmethod
-    def _prompt_logprobs(p: PreparedRequest) -> list[TokenLogprob]:
+    def _prompt_logprobs(p: PreparedRequest, batch: Batch) -> list[TokenLogprob]:
         """Each prompt token after the first: its logprob, alternatives and text offset."""
         decode, ids = p.model.tokenizer.decode, p.prompt_ids
+        rows = batch.prompt_logprobs(ids) if isinstance(batch, ModelBatch) else prompt_logprobs(p.model.model, ids)
         out = []
-        for i, row in enumerate(prompt_logprobs(p.model.model, ids), start=1):
+        for i, row in enumerate(rows, start=1):
             entry = token_logprob(p.model.token_bytes, ids[i], row, p.request.top_logprobs)
             entry.text_offset = len(decode(ids[:i]))
             out.append(entry)
@@ -349,8 +368,8 @@ class EngineCore:
         try:
             prefilled, tokens = batch.step()
         except Exception as exc:
-            if classify(exc).code is not ErrorCode.RESOURCE_EXHAUSTED:
-                raise  # a batch that fails as a whole is the core's own failure
+            if classify(exc).code is not ErrorCode.RESOURCE_EXHAUSTED or self._channel is not None:
+                raise  # a batch that fails as a whole (or on one rank) is the core's own failure
             log.error("out of memory in a step of %s: failing its requests", model_id, exc_info=exc)
             self.fail_model(model_id, classify(exc))
             return
@@ -444,8 +463,15 @@ class EngineCore:
         self._c.peak_running = 0
 
 
-def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int) -> Batch:
+def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int,
+              channel: Channel | None = None) -> Batch:
     s = settings
+    if channel is not None:
+        from ..distributed.lockstep import LeaderBatch
+
+        return LeaderBatch(model.model, channel, max_num_seqs=max_num_seqs,
+                           prefill_batch_size=s.prefill_batch_size, prefill_step_size=s.prefill_step_size,
+                           prompt_cache_size=s.prompt_cache_size, prompt_cache_bytes=s.prompt_cache_bytes)
     if model.kind is ModelKind.VISION:
         return VisionBatch(model.model, model.processor, max_num_seqs=max_num_seqs,
                            prefill_batch_size=s.prefill_batch_size,

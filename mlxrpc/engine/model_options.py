@@ -25,6 +25,8 @@ class ModelOptions:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     adapter_path: str | None = None
     trust_remote_code: bool = False
+    # "tensor" or "pipeline": load only this rank's shard (distributed/loading.py).
+    parallel: str = ""
 
 
 def _pick(values: list[str], model_id: str) -> str | None:
@@ -62,4 +64,5 @@ def model_options(settings: EngineSettings, model_id: str) -> ModelOptions:
         template_defaults=defaults,
         adapter_path=_pick(settings.adapter_path, model_id) or None,
         trust_remote_code=settings.trust_remote_code,
+        parallel=settings.parallel,
     )

@@ -19,7 +19,7 @@ from .errors import EngineError, ErrorCode, invalid, not_found
 from .model_options import ModelOptions
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
-from .types import ModelDescription, ModelKind
+from .types import ModelDescription, ModelKind, Parallelism
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class LoadedModel:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     # Pooling and size of an embedding model (kind EMBEDDING).
     embedding: EmbeddingSpec | None = None
+    # Set when this is one rank's shard of a model split over a distributed world.
+    parallelism: Parallelism | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -102,6 +104,7 @@ class LoadedModel:
             has_chat_template=bool(getattr(self.tokenizer, "has_chat_template", False)),
             embedding_dimensions=self.embedding.dimensions if self.embedding else 0,
             capabilities=["embeddings"] if self.embedding else [],
+            parallelism=self.parallelism,
         )
 
 
@@ -172,11 +175,18 @@ def _load_text(source: ModelSource, path: Path) -> LoadedModel:
     tokenizer_config: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
     if options.chat_template is not None:
         tokenizer_config["chat_template"] = options.chat_template
-    model, tokenizer, config = mlx_lm.load(str(path), tokenizer_config=tokenizer_config,
-                                           adapter_path=options.adapter_path, return_config=True,
-                                           trust_remote_code=options.trust_remote_code)
+    parallelism = None
+    if options.parallel:
+        from ..distributed.loading import load_shard
+
+        model, tokenizer, config, parallelism = load_shard(path, options.parallel, tokenizer_config,
+                                                           options.trust_remote_code)
+    else:
+        model, tokenizer, config = mlx_lm.load(str(path), tokenizer_config=tokenizer_config,
+                                               adapter_path=options.adapter_path, return_config=True,
+                                               trust_remote_code=options.trust_remote_code)
     return LoadedModel(id=source.id, source=source.source, kind=ModelKind.TEXT, model=model,
-                       tokenizer=tokenizer, config=config, created=int(time.time()))
+                       tokenizer=tokenizer, config=config, created=int(time.time()), parallelism=parallelism)
 
 
 def _load_embedding(source: ModelSource, path: Path, config: dict[str, Any], spec: EmbeddingSpec) -> LoadedModel:

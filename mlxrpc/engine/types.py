@@ -212,6 +212,15 @@ class ModelKind(enum.Enum):
     EMBEDDING = "embedding"
 
 
+@dataclass(frozen=True)
+class Parallelism:
+    """How a model is split over a distributed world (distributed/)."""
+
+    mode: str
+    world_size: int
+    backend: str
+
+
 @dataclass
 class ModelDescription:
     id: str
@@ -229,3 +238,4 @@ class ModelDescription:
     # Length of an embedding vector (embedding models), else 0.
     embedding_dimensions: int = 0
     capabilities: list[str] = field(default_factory=list)
+    parallelism: Parallelism | None = None

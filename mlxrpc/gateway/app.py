@@ -157,8 +157,20 @@ async def health(request: web.Request) -> web.Response:
     """Serving when the engine is (``?model=ID`` asks about one model); MCP servers' state when configured."""
     if await request.app[UPSTREAM].serving(request.query.get("model", "")):
         from .mcp import health_status  # imported here: mcp.py imports this module
-        return web.json_response({"status": "ok", **await health_status(request)})
+        return web.json_response({"status": "ok", **await parallelism_status(request),
+                                  **await health_status(request)})
     return web.json_response({"status": "unavailable"}, status=503)
+
+
+async def parallelism_status(request: web.Request) -> dict[str, Any]:
+    """The ``parallelism`` part of /health: how the served model is split over a distributed world."""
+    try:
+        reply = await request.app[UPSTREAM].inference.ListModels(pb.ListModelsRequest(), metadata=metadata(request),
+                                                                 timeout=2.0)
+    except grpc.aio.AioRpcError:  # e.g. API keys are set and the probe sends none
+        return {}
+    split = next((translate.parallelism(m) for m in reply.models if m.HasField("parallelism")), None)
+    return {"parallelism": split} if split else {}
 
 
 def create_app(upstreams: list[str], max_body_bytes: int, tls: UpstreamTLS | None = None,

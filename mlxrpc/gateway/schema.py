@@ -359,6 +359,14 @@ class Completion(BaseModel):
     usage: Usage | None = None
 
 
+class Parallelism(BaseModel):
+    """How the model is split over a distributed world (``mlxrpc serve --parallel``)."""
+
+    mode: Literal["tensor", "pipeline"]
+    world_size: int = Field(ge=2)
+    backend: str
+
+
 class ModelObject(BaseModel):
     id: str
     object: Literal["model"]
@@ -370,6 +378,7 @@ class ModelObject(BaseModel):
     quantization: str
     capabilities: list[str]
     embedding_dimensions: int | None = Field(default=None, ge=1)
+    parallelism: Parallelism | None = Field(default=None, description="with --parallel")
 
 
 class ModelList(BaseModel):
@@ -392,6 +401,7 @@ class McpHealth(BaseModel):
 class HealthStatus(BaseModel):
     status: Literal["ok", "unavailable"]
     mcp: McpHealth | None = Field(default=None, description="with --mcp-config")
+    parallelism: Parallelism | None = Field(default=None, description="with --parallel")
 
 
 def lone_surrogate(value: Any, path: str = "") -> str | None:

@@ -501,4 +501,10 @@ def model_object(m: pb.Model) -> dict[str, Any]:
         "quantization": m.quantization,
         "capabilities": list(m.capabilities),
         **({"embedding_dimensions": m.embedding_dimensions} if m.embedding_dimensions else {}),
+        **({"parallelism": parallelism(m)} if m.HasField("parallelism") else {}),
     }
+
+
+def parallelism(m: pb.Model) -> dict[str, Any]:
+    p = m.parallelism
+    return {"mode": p.mode, "world_size": p.world_size, "backend": p.backend}

@@ -340,4 +340,6 @@ def to_model(d: ModelDescription) -> pb.Model:
         has_chat_template=d.has_chat_template,
         capabilities=d.capabilities,
         embedding_dimensions=d.embedding_dimensions,
+        parallelism=pb.Parallelism(mode=d.parallelism.mode, world_size=d.parallelism.world_size,
+                                   backend=d.parallelism.backend) if d.parallelism else None,
     )

@@ -450,7 +450,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "aliases", "kind", "source", "loaded", "created", "context_length", "vocab_size", "quantization", "architecture", "eos_token_ids", "has_chat_template", "capabilities", "embedding_dimensions")
+    __slots__ = ("id", "aliases", "kind", "source", "loaded", "created", "context_length", "vocab_size", "quantization", "architecture", "eos_token_ids", "has_chat_template", "capabilities", "embedding_dimensions", "parallelism")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -465,6 +465,7 @@ class Model(_message.Message):
     HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    PARALLELISM_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     kind: ModelKind
@@ -479,7 +480,18 @@ class Model(_message.Message):
     has_chat_template: bool
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     embedding_dimensions: int
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., source: _Optional[str] = ..., loaded: _Optional[bool] = ..., created: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., quantization: _Optional[str] = ..., architecture: _Optional[str] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., has_chat_template: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ..., embedding_dimensions: _Optional[int] = ...) -> None: ...
+    parallelism: Parallelism
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., source: _Optional[str] = ..., loaded: _Optional[bool] = ..., created: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., quantization: _Optional[str] = ..., architecture: _Optional[str] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., has_chat_template: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ..., embedding_dimensions: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ...) -> None: ...
+
+class Parallelism(_message.Message):
+    __slots__ = ("mode", "world_size", "backend")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    world_size: int
+    backend: str
+    def __init__(self, mode: _Optional[str] = ..., world_size: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("model", "text", "chat", "add_special_tokens", "tools")
