@@ -15,6 +15,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
+from .kv_cache import KVLayout
 from .params import ResolvedSampling
 from .sampling import LogitsProcessor, Sampler, greedy, make_request_sampler
 
@@ -62,7 +63,10 @@ class ModelBatch:
         prefill_step_size: int,
         prompt_cache_size: int = 0,
         prompt_cache_bytes: int = 0,
+        kv: KVLayout | None = None,
     ) -> None:
+        self._model = model
+        self._kv = kv or KVLayout()
         self._generator = BatchGenerator(
             model,
             completion_batch_size=max_num_seqs,
@@ -107,6 +111,8 @@ class ModelBatch:
         stops = StopSequences([(t,) for t in stop_token_ids]) if stop_token_ids else StopSequences()
         cache, rest = self._fetch(prompt)
         cached = len(prompt) - len(rest)
+        if cache is None:
+            cache = self._kv.make_cache(self._model)
         if cached:
             # mlx-lm's token context starts with the cached prompt tokens; show
             # processors (penalties) the same context as an uncached run.
@@ -142,6 +148,11 @@ class ModelBatch:
     @property
     def caching(self) -> bool:
         return self._prompt_cache is not None
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of KV the batch's sequences hold now (waiting, prefilling and decoding)."""
+        return self._generator.prompt_cache_nbytes
 
     @property
     def cache_bytes(self) -> int:

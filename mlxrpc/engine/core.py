@@ -457,6 +457,7 @@ def new_batch(model: LoadedModel, settings: Settings, max_num_seqs: int) -> Batc
         prefill_step_size=s.prefill_step_size,
         prompt_cache_size=s.prompt_cache_size,
         prompt_cache_bytes=s.prompt_cache_bytes,
+        kv=model.kv,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
+from .kv_cache import KVLayout, check_layout
 from .model_options import ModelOptions
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
@@ -70,6 +71,9 @@ class LoadedModel:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     # Pooling and size of an embedding model (kind EMBEDDING).
     embedding: EmbeddingSpec | None = None
+    # How its KV cache is stored (--kv-bits, --max-kv-size) and what a token of it costs.
+    kv: KVLayout = KVLayout()
+    kv_token_bytes: int = 0
 
     @property
     def vocab_size(self) -> int:
@@ -127,6 +131,13 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
                           field="model") from exc
     loaded.nbytes = checkpoint_bytes(path)
     loaded.template_defaults = dict(source.options.template_defaults)
+    if loaded.kind is not ModelKind.EMBEDDING:
+        # The vision batch makes its own caches: only text models take the layout.
+        loaded.kv = source.options.kv if loaded.kind is ModelKind.TEXT else KVLayout()
+        try:
+            loaded.kv_token_bytes = check_layout(loaded.model, loaded.config, loaded.kv)
+        except ValueError as exc:
+            raise invalid("model", f"{source.id}: {exc}") from None
     loaded.special_ids = special_token_ids(loaded.tokenizer)
     loaded.token_bytes = TokenBytes(loaded.tokenizer)
     try:
