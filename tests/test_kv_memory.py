@@ -143,3 +143,48 @@ def test_a_group_size_that_does_not_divide_the_head_dimension_fails_the_load(mak
     # The demo model's head dimension is 16.
     with pytest.raises(Exception, match="does not divide the head dimension 16"):
         make_stack([f"llama={model_dir}"], http=False, kv_bits=["8"], kv_group_size=["32"])
+
+
+async def test_a_burst_needing_4x_the_kv_budget_waits_for_room_and_refuses_what_never_fits(
+        make_stack, wide_dir: Path) -> None:
+    import asyncio
+
+    import requests
+
+    from mlxrpc.v1 import inference_pb2 as pb
+
+    budget = 1 << 20  # the wide model's KV: 1 KiB a token (float32) → 1024 tokens
+    stack = make_stack([f"wide={wide_dir}"], kv_cache_bytes=budget, max_num_seqs=16, prefill_batch_size=16)
+    # Each fits in one 256-token step (256 KiB): 16 of them want 4 MiB, 4× the budget.
+    fitting = [text_request(f"Request {i}: " + "some words " * 30, model="wide", max_tokens=100,
+                            ignore_eos=True) for i in range(16)]
+    # 200 + 1800 tokens → 2 MiB: more than the whole budget.
+    never = [text_request("too much " * 60, model="wide", max_tokens=1800) for _ in range(2)]
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+
+        async def call(request: Any) -> Any:
+            try:
+                return await stub.Generate(request)
+            except grpc.aio.AioRpcError as exc:
+                return exc
+
+        results = await asyncio.gather(*(call(r) for r in [*fitting[:8], *never, *fitting[8:]]))
+        done = [r for r in results if not isinstance(r, grpc.aio.AioRpcError)]
+        refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(done) == 16 and all(len(r.token_ids) == 100 for r in done)
+        assert [e.code() for e in refused] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+        assert f"budget (--kv-cache-bytes) is {budget} bytes" in refused[0].details()
+        core = stack.engine.core
+        assert budget // 2 < core.kv_budget.peak_reserved <= budget
+        assert core.stats.peak_running <= 4
+        stack.wait_idle()
+        info = (await stub.ModelInfo(pb.ModelInfoRequest(model="wide"))).kv_cache
+        assert (info.bytes_per_token, info.budget_bytes, info.reserved_bytes) == (1024, budget, 0)
+        assert info.cached_bytes > 0  # the prefix cache kept the finished sequences
+    r = requests.post(f"{stack.http_base}/v1/completions", timeout=30,
+                      json={"model": "wide", "prompt": "too much " * 60, "max_tokens": 1800})
+    assert r.status_code == 400 and "KV budget" in r.text
+    metrics = requests.get(f"{stack.http_base}/metrics", timeout=10).text
+    assert 'mlxrpc_kv_cache_bytes{model="wide",state="reserved"} 0.0' in metrics
+    assert "mlxrpc_kv_budget_bytes 1.048576e+06" in metrics

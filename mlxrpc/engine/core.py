@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from ..settings import Settings
 from .batching import ModelBatch, prompt_logprobs
 from .errors import EngineError, ErrorCode
 from .handle import RequestHandle, deliver
+from .kv_budget import KVBudget, KVUsage, default_budget, reservation
 from .output import OutputProcessor, token_logprob
 from .params import ResolvedSampling, resolve_max_tokens
 from .prepare import PreparedRequest
@@ -155,6 +157,12 @@ class EngineCore:
         self.idle = threading.Event()
         self.idle.set()
         self.failure: BaseException | None = None
+        # KV admission: reservations, and the requests waiting for room (oldest first).
+        self.kv_budget = KVBudget(settings.kv_cache_bytes or default_budget())
+        self._kv_waiting: deque[tuple[Admit, int]] = deque()
+        self.kv_usage: dict[str, KVUsage] = {}
+        self._kv_models: dict[str, LoadedModel] = {}
+        metrics.watch_kv(lambda: (self.kv_budget.total, self.kv_usage))
 
     # ------------------------------------------------------------ any thread
 
@@ -192,6 +200,7 @@ class EngineCore:
     def _run(self) -> None:
         try:
             while self._apply_commands():
+                self._admit_waiting()
                 for model_id, batch in list(self._c.batches.items()):
                     if len(batch):
                         self._step(model_id, batch)
@@ -214,6 +223,9 @@ class EngineCore:
         self.failure = exc
         for row in list(self._rows.values()):
             self._send(row.handle, error)
+        for command, _ in self._kv_waiting:
+            self._send(command.handle, error)
+        self._kv_waiting.clear()
         self._rows.clear()
         self._by_uid.clear()
         while True:
@@ -248,6 +260,7 @@ class EngineCore:
                 self._admit(command.prepared, command.handle)
             elif isinstance(command, Abort):
                 self._remove_row(command.handle)
+                self._kv_waiting = deque(w for w in self._kv_waiting if w[0].handle is not command.handle)
             elif isinstance(command, Call):
                 try:
                     command.future.set_result(command.fn())
@@ -257,14 +270,40 @@ class EngineCore:
                 self._c.fault_after = command.after_tokens
 
     def _batch_for(self, model: LoadedModel) -> Batch:
+        self._kv_models[model.id] = model
         batch = self._c.batches.get(model.id)
         if batch is None:
             batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs)
         return batch
 
     def _admit(self, p: PreparedRequest, handle: RequestHandle) -> None:
+        """Starts the request if its KV reservation fits the budget, else queues it."""
         if handle.finished:  # cancelled while queued
             return
+        need = reservation(p.model.kv_token_bytes, p.model.kv, len(p.prompt_ids), p.max_tokens,
+                           self.settings.prefill_step_size)
+        try:
+            self.kv_budget.check(need, len(p.prompt_ids), p.max_tokens)
+        except EngineError as exc:
+            self._send(handle, exc)
+            return
+        if self._kv_waiting or not self.kv_budget.try_reserve(handle, p.model.id, need):
+            self._kv_waiting.append((Admit(p, handle), need))
+            return
+        self._start(p, handle)
+
+    def _admit_waiting(self) -> None:
+        """Starts waiting requests, oldest first, while their reservations fit."""
+        while self._kv_waiting:
+            command, need = self._kv_waiting[0]
+            if not command.handle.finished and not self.kv_budget.try_reserve(
+                    command.handle, command.prepared.model.id, need):
+                return
+            self._kv_waiting.popleft()
+            if not command.handle.finished:
+                self._start(command.prepared, command.handle)
+
+    def _start(self, p: PreparedRequest, handle: RequestHandle) -> None:
         row = _Row(handle=handle, prepared=p)
         try:
             model_inputs = self._vision_inputs(p) if p.images is not None else None
@@ -290,6 +329,7 @@ class EngineCore:
             row.output = OutputProcessor(p, cached, self.settings.stream_interval, self.metrics)
         except Exception as exc:
             log.exception("admitting %s failed", handle.request_id)
+            self.kv_budget.release(handle)
             self._send(handle, classify(exc))
             if row.uid >= 0:
                 self._c.batches[p.model.id].remove([row.uid])
@@ -398,6 +438,7 @@ class EngineCore:
             self._remove_row(row.handle)
 
     def _forget(self, row: _Row) -> None:
+        self.kv_budget.release(row.handle)
         self._rows.pop(row.handle, None)
         self._by_uid.pop((row.prepared.model.id, row.uid), None)
 
@@ -432,13 +473,32 @@ class EngineCore:
         """A snapshot other threads may read (they never touch the batches)."""
         batches = list(self._c.batches.values())
         running = sum(b.running for b in batches)
+        self._publish_kv()
         self.stats = EngineStats(
-            waiting=sum(len(b) for b in batches) - running,
+            waiting=sum(len(b) for b in batches) - running + len(self._kv_waiting),
             running=running,
             peak_running=self._c.peak_running,
             steps=self._c.steps,
             generated_tokens=self._c.generated,
         )
+
+    def _publish_kv(self) -> None:
+        """Per-model KV bytes (reserved, in use, cached) for /metrics and ModelInfo."""
+        budget = self.kv_budget
+        waiting: dict[str, int] = {}
+        for command, _ in self._kv_waiting:
+            waiting[command.prepared.model.id] = waiting.get(command.prepared.model.id, 0) + 1
+        usage = {}
+        for model_id in {*self._kv_models, *waiting, *(m for m, _ in budget.held())}:
+            batch = self._c.batches.get(model_id)
+            usage[model_id] = KVUsage(
+                budget=budget.total, reserved=budget.reserved_by(model_id),
+                in_use=batch.kv_bytes if isinstance(batch, ModelBatch) else 0,
+                cached=batch.cache_bytes if isinstance(batch, ModelBatch) else 0,
+                waiting=waiting.get(model_id, 0))
+            if model_id in self._kv_models:
+                self._kv_models[model_id].kv_usage = usage[model_id]
+        self.kv_usage = usage
 
     def reset_peak(self) -> None:
         self._c.peak_running = 0

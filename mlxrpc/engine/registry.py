@@ -16,11 +16,12 @@ from typing import Any
 
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
+from .kv_budget import KVUsage
 from .kv_cache import KVLayout, check_layout
 from .model_options import ModelOptions
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
-from .types import ModelDescription, ModelKind
+from .types import KVCacheInfo, ModelDescription, ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class LoadedModel:
     # How its KV cache is stored (--kv-bits, --max-kv-size) and what a token of it costs.
     kv: KVLayout = KVLayout()
     kv_token_bytes: int = 0
+    # Its KV bytes now, published by the engine core.
+    kv_usage: KVUsage = KVUsage()
 
     @property
     def vocab_size(self) -> int:
@@ -106,6 +109,12 @@ class LoadedModel:
             has_chat_template=bool(getattr(self.tokenizer, "has_chat_template", False)),
             embedding_dimensions=self.embedding.dimensions if self.embedding else 0,
             capabilities=["embeddings"] if self.embedding else [],
+            kv_cache=None if self.kind is ModelKind.EMBEDDING else KVCacheInfo(
+                bytes_per_token=self.kv_token_bytes, bits=self.kv.bits or 0,
+                group_size=self.kv.group_size if self.kv.bits else 0, max_kv_size=self.kv.max_size or 0,
+                budget_bytes=self.kv_usage.budget, reserved_bytes=self.kv_usage.reserved,
+                in_use_bytes=self.kv_usage.in_use, cached_bytes=self.kv_usage.cached,
+                waiting=self.kv_usage.waiting),
         )
 
 

@@ -212,6 +212,21 @@ class ModelKind(enum.Enum):
     EMBEDDING = "embedding"
 
 
+@dataclass(frozen=True)
+class KVCacheInfo:
+    """A model's KV-cache layout and its bytes now (see engine/kv_budget.py)."""
+
+    bytes_per_token: int = 0
+    bits: int = 0
+    group_size: int = 0
+    max_kv_size: int = 0
+    budget_bytes: int = 0
+    reserved_bytes: int = 0
+    in_use_bytes: int = 0
+    cached_bytes: int = 0
+    waiting: int = 0
+
+
 @dataclass
 class ModelDescription:
     id: str
@@ -229,3 +244,4 @@ class ModelDescription:
     # Length of an embedding vector (embedding models), else 0.
     embedding_dimensions: int = 0
     capabilities: list[str] = field(default_factory=list)
+    kv_cache: KVCacheInfo | None = None

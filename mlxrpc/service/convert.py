@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -318,4 +319,5 @@ def to_model(d: ModelDescription) -> pb.Model:
         has_chat_template=d.has_chat_template,
         capabilities=d.capabilities,
         embedding_dimensions=d.embedding_dimensions,
+        kv_cache=pb.KVCacheInfo(**dataclasses.asdict(d.kv_cache)) if d.kv_cache else None,
     )
