@@ -15,6 +15,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
+from .disk_cache import DiskPromptCache
 from .kv_cache import KVLayout
 from .params import ResolvedSampling
 from .sampling import LogitsProcessor, Sampler, greedy, make_request_sampler
@@ -64,6 +65,7 @@ class ModelBatch:
         prompt_cache_size: int = 0,
         prompt_cache_bytes: int = 0,
         kv: KVLayout | None = None,
+        disk: DiskPromptCache | None = None,
     ) -> None:
         self._model = model
         self._kv = kv or KVLayout()
@@ -84,6 +86,7 @@ class ModelBatch:
             if prompt_cache_size > 0 and prompt_cache_bytes > 0
             else None
         )
+        self._disk = disk if self._prompt_cache is not None else None
 
     def __len__(self) -> int:
         return len(self._live)
@@ -162,6 +165,8 @@ class ModelBatch:
         if self._prompt_cache is None:
             return None, prompt
         cache, rest = self._prompt_cache.fetch_nearest_cache(None, prompt)
+        if self._disk is not None and self._load_from_disk(prompt, len(prompt) - len(rest)):
+            cache, rest = self._prompt_cache.fetch_nearest_cache(None, prompt)
         if cache is not None and not rest:
             # The whole prompt is cached: recompute its last token, which
             # produces the first logits.
@@ -171,9 +176,23 @@ class ModelBatch:
             rest = prompt[-1:]
         return cache, rest
 
+    def _load_from_disk(self, prompt: list[int], cached: int) -> bool:
+        """Moves the disk entry sharing a longer prefix than ``cached`` into memory."""
+        assert self._disk is not None and self._prompt_cache is not None
+        hit = self._disk.best(prompt, trimmable=self._kv.max_size is None)
+        if hit is None or hit[1] <= cached:
+            return False
+        cache = self._disk.load(hit[0])
+        if cache is None:
+            return False
+        self._prompt_cache.insert_cache(None, list(hit[0].tokens), cache)
+        return True
+
     def _store(self, tokens: list[int] | None, cache: list[Any] | None) -> None:
         if self._prompt_cache is not None and tokens and cache:
             self._prompt_cache.insert_cache(None, list(tokens), cache)
+            if self._disk is not None:
+                self._disk.store(list(tokens), cache)
 
     def step(self) -> tuple[list[int], list[StepToken]]:
         """One scheduling step: (uids whose prefill progressed, generated tokens)."""

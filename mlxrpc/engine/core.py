@@ -26,11 +26,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..metrics import Metrics
 from ..settings import Settings
 from .batching import ModelBatch, prompt_logprobs
+from .disk_cache import DiskPromptCache
 from .errors import EngineError, ErrorCode
 from .handle import RequestHandle, deliver
 from .kv_budget import KVBudget, KVUsage, default_budget, reservation
@@ -518,6 +520,8 @@ def new_batch(model: LoadedModel, settings: Settings, max_num_seqs: int) -> Batc
         prompt_cache_size=s.prompt_cache_size,
         prompt_cache_bytes=s.prompt_cache_bytes,
         kv=model.kv,
+        disk=DiskPromptCache(Path(s.prompt_cache_dir).expanduser(), model.identity, s.prompt_cache_disk_bytes)
+        if s.prompt_cache_dir and model.identity else None,
     )
 
 

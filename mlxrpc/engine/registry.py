@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .disk_cache import model_identity
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
 from .kv_budget import KVUsage
@@ -75,6 +76,8 @@ class LoadedModel:
     # How its KV cache is stored (--kv-bits, --max-kv-size) and what a token of it costs.
     kv: KVLayout = KVLayout()
     kv_token_bytes: int = 0
+    # Changes whenever its weights, config, adapter or KV layout do (disk prefix cache).
+    identity: str = ""
     # Its KV bytes now, published by the engine core.
     kv_usage: KVUsage = KVUsage()
 
@@ -143,6 +146,7 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
     if loaded.kind is not ModelKind.EMBEDDING:
         # The vision batch makes its own caches: only text models take the layout.
         loaded.kv = source.options.kv if loaded.kind is ModelKind.TEXT else KVLayout()
+        loaded.identity = model_identity(path, source.options.adapter_path, loaded.kv)
         try:
             loaded.kv_token_bytes = check_layout(loaded.model, loaded.config, loaded.kv)
         except ValueError as exc:
