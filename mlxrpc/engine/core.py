@@ -249,7 +249,7 @@ class EngineCore:
 
     def _apply_commands(self) -> bool:
         """Applies queued commands, blocking for the first one only while idle; False on stop."""
-        block = not any(len(b) for b in self._c.batches.values())
+        block = not any(len(b) for b in self._c.batches.values()) and not self._kv_waiting
         while True:
             try:
                 command = self._commands.get(block=block)
@@ -400,6 +400,11 @@ class EngineCore:
         c.steps += 1
         c.peak_running = max(c.peak_running, batch.running)
         now = time.perf_counter()
+        if isinstance(batch, ModelBatch):  # sequences that waited for a shared prefix
+            for uid, cached in batch.forked():
+                row = self._by_uid.get((model_id, uid))
+                if row is not None and row.output is not None:
+                    row.output.cached_tokens = cached
         for uid in prefilled:
             row = self._by_uid.get((model_id, uid))
             if row is not None and row.output is not None and row.output.prefill_started is None:
@@ -522,6 +527,7 @@ def new_batch(model: LoadedModel, settings: Settings, max_num_seqs: int) -> Batc
         kv=model.kv,
         disk=DiskPromptCache(Path(s.prompt_cache_dir).expanduser(), model.identity, s.prompt_cache_disk_bytes)
         if s.prompt_cache_dir and model.identity else None,
+        share_prefixes=s.use_paged_cache,
     )
 
 
