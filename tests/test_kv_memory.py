@@ -63,8 +63,8 @@ def _agreement(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
 
 
-def _batch(model: Any, kv: KVLayout, cache: bool = False) -> ModelBatch:
-    return ModelBatch(model, max_num_seqs=8, prefill_batch_size=8, prefill_step_size=64,
+def _batch(model: Any, kv: KVLayout, cache: bool = False, prefill_batch: int = 8) -> ModelBatch:
+    return ModelBatch(model, max_num_seqs=8, prefill_batch_size=prefill_batch, prefill_step_size=64,
                       prompt_cache_size=8 if cache else 0, prompt_cache_bytes=1 << 30 if cache else 0, kv=kv)
 
 
@@ -76,6 +76,8 @@ def test_8bit_kv_agrees_with_full_precision_in_a_batch_and_takes_less_memory(wid
     # Batching (padding, merging, rows leaving) changes nothing: each row is
     # what it would be alone.
     assert q8 == [_generate(_batch(wide_model, kv), [p], 64)[0][0] for p in prompts]
+    # Sequences waiting for prefill (empty quantized caches) and joining a running batch.
+    assert _generate(_batch(wide_model, kv, prefill_batch=2), prompts, 64)[0] == q8
     # Random weights leave near-ties that 8-bit rounding flips (mlx-lm's own
     # QuantizedKVCache flips the same ones); a wrong mask diverges at once.
     agreed = [_agreement(a, b) for a, b in zip(q8, full, strict=True)]

@@ -67,6 +67,11 @@ class SequenceQuantizedKVCache(QuantizedKVCache):
     def merge(cls, caches: list[QuantizedKVCache]) -> BatchQuantizedKVCache:
         return BatchQuantizedKVCache.merge(caches)
 
+    @property
+    def nbytes(self) -> int:
+        # mlx-lm's raises on an empty cache (one waiting in the generator's queue).
+        return 0 if self.keys is None else super().nbytes
+
 
 def _slice(t: Triple, start: int, stop: int) -> Triple:
     return tuple(x[..., start:stop, :] for x in t)  # type: ignore[return-value]
