@@ -44,3 +44,18 @@ async def test_requests_arriving_together_prefill_their_shared_system_prompt_onc
     cached = [r.finish.usage.cached_tokens for r in with_sharing]
     assert sum(c > system for c in cached) == n - 1, (cached, prompt)
     assert [r.token_ids for r in with_sharing] == [r.token_ids for r in without]
+
+
+async def test_a_request_arriving_while_another_decodes_reuses_its_prompt(make_stack) -> None:
+    stack = make_stack(http=False, use_paged_cache=True)
+    first = _request(0)
+    first.stopping.max_tokens = 200
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        decoding = stub.StreamGenerate(first)
+        async for message in decoding:
+            if message.token_ids:
+                break  # its prompt is in; it keeps decoding
+        second = await stub.Generate(_request(1))
+        assert second.finish.usage.cached_tokens > second.finish.usage.prompt_tokens - 40
+        decoding.cancel()

@@ -79,11 +79,12 @@ class ModelBatch:
     (mlx-lm's LRU trie, bounded by entries and bytes); a new prompt sharing a
     prefix with one of them starts from a copy and prefills only the rest.
 
-    With ``share_prefixes`` (--use-paged-cache), a prompt sharing a longer
-    prefix with a sequence still prefilling (its leader) than the cache
-    offers waits: when the leader's prompt is in, its KV goes into the prompt
-    cache and the followers start from it, so requests arriving together
-    with one system prompt prefill it once. Uids are this class's own (a
+    With ``share_prefixes`` (--use-paged-cache), each prompt's KV goes into
+    the prompt cache as soon as it is prefilled (not only when its sequence
+    ends), and a prompt sharing a longer prefix with a sequence still
+    prefilling (its leader) than the cache offers waits for it, then starts
+    from its KV: requests arriving together with one system prompt prefill it
+    once, and those arriving while it decodes reuse it at once. Uids are this class's own (a
     waiting sequence has no generator uid yet).
     """
 
@@ -208,13 +209,12 @@ class ModelBatch:
         return max(len(found.shorter or ()), found.common_prefix if found.longer is not None else 0)
 
     def _prefix_ready(self, uid: int) -> None:
-        """The leader's prompt is in (or it left): its followers start, from its KV if it has one."""
-        self._prefilling.pop(uid, None)
+        """A prompt is in (or its sequence left): its KV goes into the prompt cache,
+        for its followers and for prompts arriving while it decodes; the followers start."""
+        prompt = self._prefilling.pop(uid, [])
         followers = self._followers.pop(uid, [])
-        if not followers:
-            return
         gen = self._to_gen.get(uid)
-        if gen is not None and self._prompt_cache is not None:
+        if gen is not None and self._prompt_cache is not None and len(prompt) >= MIN_SHARED_PREFIX:
             for cache, tokens in self._generator.extract_cache([gen]).values():
                 self._prompt_cache.insert_cache(None, list(tokens), cache)
         for seq in followers:
