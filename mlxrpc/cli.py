@@ -79,11 +79,23 @@ HELP = {
     "ranks": "with --parallel: start this many local ranks over the ring backend (127.0.0.1)",
     "distributed_timeout": "seconds joining the world or one collective may take before the server "
     "exits (default 60)",
+    "kv_bits": "[ID=]BITS: store the KV cache quantized to 4 or 8 bits (default: the model's dtype); repeatable",
+    "kv_group_size": "[ID=]N: quantization group size of --kv-bits: 32, 64 or 128 (default 64); repeatable",
+    "max_kv_size": "[ID=]TOKENS: a rotating KV cache keeping the last TOKENS tokens per sequence "
+    "(mlx-lm's --max-kv-size); repeatable",
+    "kv_cache_bytes": "KV bytes running requests may reserve, prompt + max_tokens each; others wait "
+    "(default 0: a quarter of the machine's memory)",
+    "prompt_cache_dir": "keep prefix-cache entries on disk in this folder too; they survive a restart",
+    "prompt_cache_disk_bytes": "bound of --prompt-cache-dir in bytes (default 10 GiB)",
+    "use_paged_cache": "requests sharing a prompt prefix with one still prefilling reuse its KV "
+    "instead of computing it again (true/false)",
 }
 
 
 # Flags other servers use for the same settings (vllm-mlx's --port).
 ALIASES = {"http_port": ["--port"]}
+# Boolean flags that also work bare, as vllm-mlx spells them (--use-paged-cache).
+BARE_BOOLS = {"use_paged_cache"}
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
@@ -94,6 +106,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> No
         help_text = HELP[name] + f" [env MLXRPC_{name.upper()}]"
         if str(kind) == "list[str]":
             parser.add_argument(*flags, dest=name, action="append", default=None, help=help_text)
+        elif name in BARE_BOOLS:
+            parser.add_argument(*flags, dest=name, type=parse_bool, nargs="?", const=True, default=None,
+                                help=help_text)
         else:
             converter = {"int": int, "float": float, "bool": parse_bool}.get(str(kind), str)
             parser.add_argument(*flags, dest=name, type=converter, default=None, help=help_text)
@@ -108,11 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="models to serve, as with --model (vllm-mlx style: serve MODEL)")
     _add_settings_flags(serve, [f.name for f in fields(Settings)])
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only, no sidecar")
-    # vllm-mlx's flags, accepted so its commands work: batching is always
-    # continuous, and the prefix cache is mlxrpc's answer to a paged cache
-    # (docs/configuration.md says why).
+    # vllm-mlx's flag, accepted so its commands work: batching is always
+    # continuous (its --use-paged-cache is a Settings flag).
     serve.add_argument("--continuous-batching", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--use-paged-cache", action="store_true", help=argparse.SUPPRESS)
 
     gateway = sub.add_parser("gateway", help="run the OpenAI REST sidecar alone")
     gateway.add_argument(

@@ -55,6 +55,19 @@ class EngineSettings:
     # processes or Macs. "tensor" or "pipeline" joins the world MLX's launcher
     # describes (mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables).
     parallel: str = ""
+    # KV cache (docs/configuration.md). Per model, [ID=]VALUE: quantized KV (bits 4 or 8,
+    # group size 32/64/128), or a rotating KV window of most tokens.
+    kv_bits: list[str] = field(default_factory=list)
+    kv_group_size: list[str] = field(default_factory=list)
+    max_kv_size: list[str] = field(default_factory=list)
+    # Bytes of KV all running sequences may reserve (prompt + max_tokens each);
+    # 0: a quarter of the machine's memory. Requests wait while it is full.
+    kv_cache_bytes: int = 0
+    # Keep prefix-cache entries on disk here too (bounded by bytes), reloaded after a restart.
+    prompt_cache_dir: str = ""
+    prompt_cache_disk_bytes: int = 10 * 1024**3
+    # Requests sharing a prompt prefix with one still prefilling wait for it and reuse its KV.
+    use_paged_cache: bool = False
 
 
 @dataclass

@@ -100,6 +100,12 @@ def check_settings(settings: Settings) -> None:
         raise WorldError("LoRA adapters are not supported with --parallel (as in mlx_lm.server)")
     if settings.distributed_timeout <= 0:
         raise WorldError("--distributed-timeout must be positive")
+    # The lockstep followers replay plain float KV caches and an in-memory prefix cache.
+    for flag, value in (("--kv-bits", settings.kv_bits), ("--max-kv-size", settings.max_kv_size),
+                        ("--prompt-cache-dir", settings.prompt_cache_dir),
+                        ("--use-paged-cache", settings.use_paged_cache)):
+        if value:
+            raise WorldError(f"{flag} is not supported with --parallel yet")
 
 
 def join(settings: Settings, env: dict[str, str] | None = None, startup_grace: float = 0.0) -> World:

@@ -23,16 +23,20 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..distributed.channel import Channel
 from ..metrics import Metrics
 from ..settings import EngineSettings
 from .batching import ModelBatch, prompt_logprobs
+from .disk_cache import DiskPromptCache
 from .errors import EngineError, ErrorCode
 from .handle import RequestHandle, deliver
+from .kv_budget import KVBudget, KVUsage, default_budget, reservation
 from .output import OutputProcessor, token_logprob
 from .params import ResolvedSampling, resolve_max_tokens
 from .prepare import PreparedRequest
@@ -164,6 +168,12 @@ class EngineCore:
         self.idle.set()
         self.failure: BaseException | None = None
         self._heartbeat_after = HEARTBEAT_SECONDS if channel is not None else None
+        # KV admission: reservations, and the requests waiting for room (oldest first).
+        self.kv_budget = KVBudget(settings.kv_cache_bytes or default_budget())
+        self._kv_waiting: deque[tuple[Admit, int]] = deque()
+        self.kv_usage: dict[str, KVUsage] = {}
+        self._kv_models: dict[str, LoadedModel] = {}
+        metrics.watch_kv(lambda: (self.kv_budget.total, self.kv_usage))
 
     # ------------------------------------------------------------ any thread
 
@@ -201,6 +211,7 @@ class EngineCore:
     def _run(self) -> None:
         try:
             while self._apply_commands():
+                self._admit_waiting()
                 for model_id, batch in list(self._c.batches.items()):
                     if len(batch):
                         self._step(model_id, batch)
@@ -227,6 +238,9 @@ class EngineCore:
         self.failure = exc
         for row in list(self._rows.values()):
             self._send(row.handle, error)
+        for command, _ in self._kv_waiting:
+            self._send(command.handle, error)
+        self._kv_waiting.clear()
         self._rows.clear()
         self._by_uid.clear()
         while True:
@@ -248,7 +262,7 @@ class EngineCore:
 
     def _apply_commands(self) -> bool:
         """Applies queued commands, blocking for the first one only while idle; False on stop."""
-        block = not any(len(b) for b in self._c.batches.values())
+        block = not any(len(b) for b in self._c.batches.values()) and not self._kv_waiting
         while True:
             try:
                 command = self._commands.get(block=block, timeout=self._heartbeat_after if block else None)
@@ -265,6 +279,7 @@ class EngineCore:
                 self._admit(command.prepared, command.handle)
             elif isinstance(command, Abort):
                 self._remove_row(command.handle)
+                self._kv_waiting = deque(w for w in self._kv_waiting if w[0].handle is not command.handle)
             elif isinstance(command, Call):
                 try:
                     command.future.set_result(command.fn())
@@ -274,6 +289,7 @@ class EngineCore:
                 self._c.fault_after = command.after_tokens
 
     def _batch_for(self, model: LoadedModel) -> Batch:
+        self._kv_models[model.id] = model
         batch = self._c.batches.get(model.id)
         if batch is None:
             batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs,
@@ -281,8 +297,33 @@ class EngineCore:
         return batch
 
     def _admit(self, p: PreparedRequest, handle: RequestHandle) -> None:
+        """Starts the request if its KV reservation fits the budget, else queues it."""
         if handle.finished:  # cancelled while queued
             return
+        need = reservation(p.model.kv_token_bytes, p.model.kv, len(p.prompt_ids), p.max_tokens,
+                           self.settings.prefill_step_size)
+        try:
+            self.kv_budget.check(need, len(p.prompt_ids), p.max_tokens)
+        except EngineError as exc:
+            self._send(handle, exc)
+            return
+        if self._kv_waiting or not self.kv_budget.try_reserve(handle, p.model.id, need):
+            self._kv_waiting.append((Admit(p, handle), need))
+            return
+        self._start(p, handle)
+
+    def _admit_waiting(self) -> None:
+        """Starts waiting requests, oldest first, while their reservations fit."""
+        while self._kv_waiting:
+            command, need = self._kv_waiting[0]
+            if not command.handle.finished and not self.kv_budget.try_reserve(
+                    command.handle, command.prepared.model.id, need):
+                return
+            self._kv_waiting.popleft()
+            if not command.handle.finished:
+                self._start(command.prepared, command.handle)
+
+    def _start(self, p: PreparedRequest, handle: RequestHandle) -> None:
         row = _Row(handle=handle, prepared=p)
         try:
             model_inputs = self._vision_inputs(p) if p.images is not None else None
@@ -308,6 +349,7 @@ class EngineCore:
             row.output = OutputProcessor(p, cached, self.settings.stream_interval, self.metrics)
         except Exception as exc:
             log.exception("admitting %s failed", handle.request_id)
+            self.kv_budget.release(handle)
             self._send(handle, classify(exc))
             if row.uid >= 0:
                 self._c.batches[p.model.id].remove([row.uid])
@@ -377,6 +419,11 @@ class EngineCore:
         c.steps += 1
         c.peak_running = max(c.peak_running, batch.running)
         now = time.perf_counter()
+        if isinstance(batch, ModelBatch):  # sequences that waited for a shared prefix
+            for uid, cached in batch.forked():
+                row = self._by_uid.get((model_id, uid))
+                if row is not None and row.output is not None:
+                    row.output.cached_tokens = cached
         for uid in prefilled:
             row = self._by_uid.get((model_id, uid))
             if row is not None and row.output is not None and row.output.prefill_started is None:
@@ -417,6 +464,7 @@ class EngineCore:
             self._remove_row(row.handle)
 
     def _forget(self, row: _Row) -> None:
+        self.kv_budget.release(row.handle)
         self._rows.pop(row.handle, None)
         self._by_uid.pop((row.prepared.model.id, row.uid), None)
 
@@ -451,13 +499,32 @@ class EngineCore:
         """A snapshot other threads may read (they never touch the batches)."""
         batches = list(self._c.batches.values())
         running = sum(b.running for b in batches)
+        self._publish_kv()
         self.stats = EngineStats(
-            waiting=sum(len(b) for b in batches) - running,
+            waiting=sum(len(b) for b in batches) - running + len(self._kv_waiting),
             running=running,
             peak_running=self._c.peak_running,
             steps=self._c.steps,
             generated_tokens=self._c.generated,
         )
+
+    def _publish_kv(self) -> None:
+        """Per-model KV bytes (reserved, in use, cached) for /metrics and ModelInfo."""
+        budget = self.kv_budget
+        waiting: dict[str, int] = {}
+        for command, _ in self._kv_waiting:
+            waiting[command.prepared.model.id] = waiting.get(command.prepared.model.id, 0) + 1
+        usage = {}
+        for model_id in {*self._kv_models, *waiting, *(m for m, _ in budget.held())}:
+            batch = self._c.batches.get(model_id)
+            usage[model_id] = KVUsage(
+                budget=budget.total, reserved=budget.reserved_by(model_id),
+                in_use=batch.kv_bytes if isinstance(batch, ModelBatch) else 0,
+                cached=batch.cache_bytes if isinstance(batch, ModelBatch) else 0,
+                waiting=waiting.get(model_id, 0))
+            if model_id in self._kv_models:
+                self._kv_models[model_id].kv_usage = usage[model_id]
+        self.kv_usage = usage
 
     def reset_peak(self) -> None:
         self._c.peak_running = 0
@@ -483,6 +550,10 @@ def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int,
         prefill_step_size=s.prefill_step_size,
         prompt_cache_size=s.prompt_cache_size,
         prompt_cache_bytes=s.prompt_cache_bytes,
+        kv=model.kv,
+        disk=DiskPromptCache(Path(s.prompt_cache_dir).expanduser(), model.identity, s.prompt_cache_disk_bytes)
+        if s.prompt_cache_dir and model.identity else None,
+        share_prefixes=s.use_paged_cache,
     )
 
 

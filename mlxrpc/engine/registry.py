@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .disk_cache import model_identity
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
+from .kv_budget import KVUsage
+from .kv_cache import KVLayout, check_layout
 from .model_options import ModelOptions
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
-from .types import ModelDescription, ModelKind, Parallelism
+from .types import KVCacheInfo, ModelDescription, ModelKind, Parallelism
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,13 @@ class LoadedModel:
     embedding: EmbeddingSpec | None = None
     # Set when this is one rank's shard of a model split over a distributed world.
     parallelism: Parallelism | None = None
+    # How its KV cache is stored (--kv-bits, --max-kv-size) and what a token of it costs.
+    kv: KVLayout = KVLayout()
+    kv_token_bytes: int = 0
+    # Changes whenever its weights, config, adapter or KV layout do (disk prefix cache).
+    identity: str = ""
+    # Its KV bytes now, published by the engine core.
+    kv_usage: KVUsage = KVUsage()
 
     @property
     def vocab_size(self) -> int:
@@ -105,6 +115,12 @@ class LoadedModel:
             embedding_dimensions=self.embedding.dimensions if self.embedding else 0,
             capabilities=["embeddings"] if self.embedding else [],
             parallelism=self.parallelism,
+            kv_cache=None if self.kind is ModelKind.EMBEDDING else KVCacheInfo(
+                bytes_per_token=self.kv_token_bytes, bits=self.kv.bits or 0,
+                group_size=self.kv.group_size if self.kv.bits else 0, max_kv_size=self.kv.max_size or 0,
+                budget_bytes=self.kv_usage.budget, reserved_bytes=self.kv_usage.reserved,
+                in_use_bytes=self.kv_usage.in_use, cached_bytes=self.kv_usage.cached,
+                waiting=self.kv_usage.waiting),
         )
 
 
@@ -130,6 +146,14 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
                           field="model") from exc
     loaded.nbytes = checkpoint_bytes(path)
     loaded.template_defaults = dict(source.options.template_defaults)
+    if loaded.kind is not ModelKind.EMBEDDING:
+        # The vision batch makes its own caches: only text models take the layout.
+        loaded.kv = source.options.kv if loaded.kind is ModelKind.TEXT else KVLayout()
+        loaded.identity = model_identity(path, source.options.adapter_path, loaded.kv)
+        try:
+            loaded.kv_token_bytes = check_layout(loaded.model, loaded.config, loaded.kv)
+        except ValueError as exc:
+            raise invalid("model", f"{source.id}: {exc}") from None
     loaded.special_ids = special_token_ids(loaded.tokenizer)
     loaded.token_bytes = TokenBytes(loaded.tokenizer)
     try:

@@ -221,6 +221,21 @@ class Parallelism:
     backend: str
 
 
+@dataclass(frozen=True)
+class KVCacheInfo:
+    """A model's KV-cache layout and its bytes now (see engine/kv_budget.py)."""
+
+    bytes_per_token: int = 0
+    bits: int = 0
+    group_size: int = 0
+    max_kv_size: int = 0
+    budget_bytes: int = 0
+    reserved_bytes: int = 0
+    in_use_bytes: int = 0
+    cached_bytes: int = 0
+    waiting: int = 0
+
+
 @dataclass
 class ModelDescription:
     id: str
@@ -239,3 +254,4 @@ class ModelDescription:
     embedding_dimensions: int = 0
     capabilities: list[str] = field(default_factory=list)
     parallelism: Parallelism | None = None
+    kv_cache: KVCacheInfo | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterable
 from typing import Any
@@ -342,4 +343,5 @@ def to_model(d: ModelDescription) -> pb.Model:
         embedding_dimensions=d.embedding_dimensions,
         parallelism=pb.Parallelism(mode=d.parallelism.mode, world_size=d.parallelism.world_size,
                                    backend=d.parallelism.backend) if d.parallelism else None,
+        kv_cache=pb.KVCacheInfo(**dataclasses.asdict(d.kv_cache)) if d.kv_cache else None,
     )
