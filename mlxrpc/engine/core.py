@@ -38,6 +38,7 @@ from .prepare import PreparedRequest
 from .registry import LoadedModel
 from .sampling import make_request_processors, min_tokens_processor
 from .structured import GrammarFailure, GrammarProcessor
+from .thinking_budget import budget_processor
 from .types import ChatPrompt, Chunk, ModelKind, TokenLogprob
 from .vision_batching import VisionBatch
 
@@ -278,6 +279,8 @@ class EngineCore:
             )
             if p.request.stopping.min_tokens and p.stop_on:
                 processors.append(min_tokens_processor(p.stop_on, p.request.stopping.min_tokens))
+            if (budget := budget_processor(p)) is not None:
+                processors.append(budget)
             if p.grammar is not None:
                 processors.append(GrammarProcessor(p.grammar, p.model.vocab_size, p.grammar_after))
             batch = self._batch_for(p.model)

@@ -224,6 +224,7 @@ def to_generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         prompt_logprobs=o.prompt_logprobs,
         skip_special_tokens=o.skip_special_tokens if o.HasField("skip_special_tokens") else True,
         max_tool_calls=request.max_tool_calls,
+        thinking_budget=request.thinking_budget_tokens,
         request_id=request.request_id,
     )
 
