@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..metrics import Metrics
+from .detokenizer import IncrementalDetokenizer
 from .prepare import PreparedRequest
 from .reasoning import ReasoningSplitter
 from .stopping import StopStringMatcher
@@ -31,7 +32,7 @@ class OutputProcessor:
         self._interval = stream_interval
         self._metrics = metrics
         request, model = prepared.request, prepared.model
-        self._detokenizer = model.tokenizer.detokenizer
+        self._detokenizer = IncrementalDetokenizer(model.tokenizer)
         self._matcher = StopStringMatcher(request.stopping.stop)
         self._tools = None
         self._deltas: ToolDeltaStreamer | None = None
