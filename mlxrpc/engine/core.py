@@ -131,7 +131,8 @@ def classify(exc: BaseException) -> EngineError:
         return EngineError(ErrorCode.RESOURCE_EXHAUSTED, "out of memory while generating this request",
                            reason="OUT_OF_MEMORY")
     if isinstance(exc, GrammarFailure):
-        return EngineError(ErrorCode.INTERNAL, str(exc), reason="GRAMMAR_FAILED")
+        # A grammar the model cannot follow on this vocabulary is the request's fault.
+        return EngineError(ErrorCode.INVALID_ARGUMENT, str(exc), reason="GRAMMAR_FAILED")
     return EngineError(ErrorCode.INTERNAL, "generation failed for this request")
 
 
