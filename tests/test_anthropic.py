@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from mlxrpc.gateway import anthropic_translate as translate
-from mlxrpc.gateway.anthropic_events import MessageStream
-from mlxrpc.gateway.anthropic_schema import CountTokensRequest, MessagesRequest
-from mlxrpc.gateway.errors import ApiError, from_validation_error
+from mlxrpc.gateway.anthropic import translate
+from mlxrpc.gateway.anthropic.events import MessageStream
+from mlxrpc.gateway.anthropic.protocol import CountTokensRequest, MessagesRequest
+from mlxrpc.gateway.http.errors import ApiError, from_validation_error
 from mlxrpc.v1 import inference_pb2 as pb
 
 from .conftest import Stack

@@ -2,7 +2,7 @@
 with the openai SDK's own typed models (validated, not constructed), error
 bodies carry OpenAI's types and codes, and odd or out-of-range input is a 400
 naming the field. Mapping of fields the engine may not honour yet is checked
-on translate.py directly."""
+on gateway/openai/translate.py directly."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from mlxrpc.gateway import translate
-from mlxrpc.gateway.errors import from_rpc_error
-from mlxrpc.gateway.schema import ChatCompletionRequest, CompletionRequest
+from mlxrpc.gateway.http.errors import from_rpc_error
+from mlxrpc.gateway.openai import translate
+from mlxrpc.gateway.openai.events import ChatStream
+from mlxrpc.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxrpc.v1 import inference_pb2 as pb
 
 from .conftest import Stack
@@ -119,7 +120,7 @@ def test_streamed_tool_calls_accumulate_in_the_sdks_stream_state() -> None:
     finish.tool_calls.add(id="call_a", name="get_weather", arguments_json='{"city": "Rome"}')
     finish.tool_calls.add(id="call_b", name="get_time", arguments_json='{"zone": "UTC"}')
     body = ChatCompletionRequest(messages=HELLO, stream=True, stream_options={"include_usage": True})
-    stream = translate.ChatStream("chatcmpl-1", 0, body)
+    stream = ChatStream("chatcmpl-1", 0, body)
     payloads = stream.start("m") + stream.feed(pb.GenerateStreamResponse(text="", finish=finish))
     payloads += stream.finish(finish)
     chunks = [ChatCompletionChunk.model_validate(p) for p in payloads]
@@ -261,7 +262,7 @@ def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(stack: Stack,
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(translate.ChatStream, "feed", broken)
+    monkeypatch.setattr(ChatStream, "feed", broken)
     payloads = events(post(stack, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 3,
                                                             "stream": True}))
     assert payloads[-1]["error"]["type"] == "server_error" and "a bug" not in json.dumps(payloads)
@@ -390,7 +391,7 @@ def test_reasoning_and_context_length_stops_in_answers_and_chunks() -> None:
     assert out.usage.completion_tokens_details.reasoning_tokens == 3
     plain = translate.chat_message(pb.GenerateResponse(text="x"))
     assert "reasoning_content" not in plain
-    stream = translate.ChatStream("chatcmpl-1", 0, body)
+    stream = ChatStream("chatcmpl-1", 0, body)
     chunks = stream.start("m") + stream.feed(pb.GenerateStreamResponse(reasoning="hmm"))
     chunks += stream.feed(pb.GenerateStreamResponse(text="ok", finish=finish)) + stream.finish(finish)
     parsed = [ChatCompletionChunk.model_validate(c) for c in chunks]

@@ -21,10 +21,10 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, Field, TypeAdapter
 
-from mlxrpc.gateway.errors import ApiError
-from mlxrpc.gateway.responses_events import ResponseBuilder
-from mlxrpc.gateway.responses_schema import ResponsesRequest
-from mlxrpc.gateway.responses_translate import input_messages, output_messages, to_proto
+from mlxrpc.gateway.http.errors import ApiError
+from mlxrpc.gateway.responses.events import ResponseBuilder
+from mlxrpc.gateway.responses.protocol import ResponsesRequest
+from mlxrpc.gateway.responses.translate import input_messages, output_messages, to_proto
 from mlxrpc.service.response_store import ResponseMemory
 from mlxrpc.v1 import inference_pb2 as pb
 

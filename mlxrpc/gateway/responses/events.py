@@ -1,0 +1,268 @@
+"""Pure: StreamGenerate messages → Responses API output items and stream events.
+
+One builder serves both modes: streaming relays the events it returns, and a
+non-streaming reply is fed through it as a few synthetic messages, so the two
+always produce the same Response object. Output items open in the order things
+happen (reasoning, text, server-side tool calls, text again...); the function
+calls the model asks the client to run come last, from the final message.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+from ...v1 import inference_pb2 as pb
+from ..http import sse
+from ..http.errors import ApiError
+from .protocol import ResponsesRequest
+from .translate import echo_tools, split_mcp_name
+
+INCOMPLETE = (pb.STOP_REASON_LENGTH, pb.STOP_REASON_CONTEXT_LENGTH)
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def logprobs(items: list[pb.TokenLogprob]) -> list[dict[str, Any]]:
+    return [
+        {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token_bytes),
+         "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.token_bytes)}
+                          for t in lp.top]}
+        for lp in items
+    ]
+
+
+def usage(u: pb.Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.prompt_tokens,
+        # The SDK types require cache_write_tokens; this server does not count writes.
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
+class ResponseBuilder:
+    """Accumulates one response; every method returns the stream events it caused
+    (a relay.EventBuilder: named events, no ``[DONE]``)."""
+
+    done = b""
+    encode = staticmethod(sse.encode_named)
+
+    def __init__(self, response_id: str, created_at: int, body: ResponsesRequest,
+                 want_logprobs: bool = False) -> None:
+        self.id = response_id
+        self.created_at = created_at
+        self.body = body
+        self.model = body.model
+        self.status = "in_progress"
+        self.output: list[dict[str, Any]] = []
+        self.usage: dict[str, Any] | None = None
+        self.incomplete_details: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self._want_logprobs = want_logprobs
+        self._open: dict[str, Any] | None = None  # the reasoning or message item being written
+        self._calls: dict[str, int] = {}  # MCP call id → output index
+        self._labels = [t.server_label for t in body.tools or [] if t.type == "mcp"]
+        self._sequence = 0
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return event
+
+    def _item_event(self, kind: str, index: int, **fields: Any) -> dict[str, Any]:
+        return self._event(kind, item_id=self.output[index]["id"], output_index=index, **fields)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self, model: str) -> list[dict[str, Any]]:
+        self.model = model
+        return [self._event("response.created", response=self.snapshot()),
+                self._event("response.in_progress", response=self.snapshot())]
+
+    def feed(self, message: pb.GenerateStreamResponse) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if message.reasoning:
+            events += self._append("reasoning", message.reasoning, [])
+        if message.HasField("tool_event"):
+            events += self._tool_event(message.tool_event)
+        if message.text:
+            events += self._append("message", message.text, list(message.logprobs))
+        return events
+
+    def finish(self, finish: pb.Finish) -> list[dict[str, Any]]:
+        incomplete = finish.reason in INCOMPLETE
+        self.status = "incomplete" if incomplete else "completed"
+        if incomplete:
+            self.incomplete_details = {"reason": "max_output_tokens"}
+        self.usage = usage(finish.usage)
+        events = self._close()
+        has_message = any(item["type"] == "message" for item in self.output)
+        if not has_message and not finish.tool_calls:
+            events += self._open_item("message")
+            events += self._close()
+        for call in finish.tool_calls:
+            events += self._function_call(call)
+        kind = "response.incomplete" if incomplete else "response.completed"
+        return events + [self._event(kind, response=self.snapshot())]
+
+    def fail(self, error: ApiError) -> list[dict[str, Any]]:
+        """An error after the stream began: an ``error`` event, then ``response.failed``."""
+        self.status = "failed"
+        # The SDK types allow only OpenAI's own codes here; the error event carries ours.
+        code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+        self.error = {"code": code, "message": error.message}
+        return [self._event("error", code=error.code, message=error.message, param=error.param),
+                self._event("response.failed", response=self.snapshot())]
+
+    def from_reply(self, reply: pb.GenerateResponse) -> dict[str, Any]:
+        """The Response object of a whole Generate reply (no events)."""
+        self.start(reply.model)
+        self.feed(pb.GenerateStreamResponse(reasoning=reply.reasoning))
+        for event in reply.tool_events:
+            self.feed(pb.GenerateStreamResponse(tool_event=event))
+        self.feed(pb.GenerateStreamResponse(text=reply.text, logprobs=reply.logprobs))
+        self.finish(reply.finish)
+        return self.response()
+
+    # ---------------------------------------------------------------- items
+
+    def _open_item(self, kind: str) -> list[dict[str, Any]]:
+        if kind == "reasoning":
+            item = {"id": _id("rs"), "type": "reasoning", "summary": [], "content": [], "status": "in_progress"}
+            part: dict[str, Any] = {"type": "reasoning_text", "text": ""}
+        else:
+            item = {"id": _id("msg"), "type": "message", "role": "assistant", "status": "in_progress",
+                    "content": []}
+            part = {"type": "output_text", "text": "", "annotations": []}
+            if self._want_logprobs:
+                part["logprobs"] = []
+        self.output.append(item)
+        self._open = item
+        index = len(self.output) - 1
+        events = [self._event("response.output_item.added", output_index=index, item=dict(item)),
+                  self._item_event("response.content_part.added", index, content_index=0, part=dict(part))]
+        item["content"] = [part]
+        return events
+
+    def _append(self, kind: str, text: str, lps: list[pb.TokenLogprob]) -> list[dict[str, Any]]:
+        events = []
+        if self._open is None or self._open["type"] != kind:
+            events += self._close()
+            events += self._open_item(kind)
+        part = self._open["content"][0]  # type: ignore[index]
+        part["text"] += text
+        index = len(self.output) - 1
+        if kind == "reasoning":
+            return events + [self._item_event("response.reasoning_text.delta", index, content_index=0,
+                                              delta=text)]
+        delta_logprobs = logprobs(lps) if self._want_logprobs else []
+        if self._want_logprobs:
+            part["logprobs"] += delta_logprobs
+        return events + [self._item_event("response.output_text.delta", index, content_index=0,
+                                          delta=text, logprobs=delta_logprobs)]
+
+    def _close(self) -> list[dict[str, Any]]:
+        item, self._open = self._open, None
+        if item is None:
+            return []
+        index = self.output.index(item)
+        item["status"] = "incomplete" if self.status == "incomplete" else "completed"
+        part = item["content"][0]
+        if item["type"] == "reasoning":
+            done = self._item_event("response.reasoning_text.done", index, content_index=0, text=part["text"])
+        else:
+            done = self._item_event("response.output_text.done", index, content_index=0, text=part["text"],
+                                    logprobs=part.get("logprobs", []))
+        return [done,
+                self._item_event("response.content_part.done", index, content_index=0, part=dict(part)),
+                self._event("response.output_item.done", output_index=index, item=item)]
+
+    def _function_call(self, call: pb.ToolCall) -> list[dict[str, Any]]:
+        item = {"id": _id("fc"), "type": "function_call", "call_id": call.id or _id("call"),
+                "name": call.name, "arguments": "", "status": "in_progress"}
+        self.output.append(item)
+        index = len(self.output) - 1
+        events = [self._event("response.output_item.added", output_index=index, item=dict(item))]
+        item.update(arguments=call.arguments_json, status="completed")
+        return events + [
+            self._item_event("response.function_call_arguments.delta", index, delta=call.arguments_json),
+            self._item_event("response.function_call_arguments.done", index, name=call.name,
+                             arguments=call.arguments_json),
+            self._event("response.output_item.done", output_index=index, item=item),
+        ]
+
+    def _tool_event(self, event: pb.ToolEvent) -> list[dict[str, Any]]:
+        if event.HasField("call"):
+            call = event.call
+            label, name = split_mcp_name(call.name, self._labels)
+            item = {"id": f"mcp_{call.id or uuid.uuid4().hex}", "type": "mcp_call", "server_label": label,
+                    "name": name, "arguments": call.arguments_json, "output": None, "error": None,
+                    "status": "in_progress"}
+            events = self._close()
+            self.output.append(item)
+            index = len(self.output) - 1
+            self._calls[call.id] = index
+            return events + [
+                self._event("response.output_item.added", output_index=index, item=dict(item)),
+                self._item_event("response.mcp_call.in_progress", index),
+                self._item_event("response.mcp_call_arguments.delta", index, delta=call.arguments_json),
+                self._item_event("response.mcp_call_arguments.done", index, arguments=call.arguments_json),
+            ]
+        if event.HasField("result"):
+            result = event.result
+            index = self._calls.pop(result.call_id, None)
+            if index is None:  # a result without its call: nothing to attach it to
+                return []
+            item = self.output[index]
+            if result.is_error:
+                item.update(status="failed", error={"type": "mcp_tool_execution_error",
+                                                    "content": result.content})
+            else:
+                item.update(status="completed", output=result.content)
+            kind = "response.mcp_call.failed" if result.is_error else "response.mcp_call.completed"
+            return [self._item_event(kind, index),
+                    self._event("response.output_item.done", output_index=index, item=item)]
+        return []
+
+    # ---------------------------------------------------------------- the object
+
+    def snapshot(self) -> dict[str, Any]:
+        """The object as it is now, safe from later changes (events are encoded later)."""
+        return copy.deepcopy(self.response())
+
+    def response(self) -> dict[str, Any]:
+        body = self.body
+        fmt = body.text.format if body.text is not None and body.text.format is not None else None
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": self.status,
+            "background": False,
+            "error": self.error,
+            "incomplete_details": self.incomplete_details,
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "model": self.model,
+            "output": self.output,
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "previous_response_id": body.previous_response_id,
+            "reasoning": {"effort": body.reasoning.effort if body.reasoning else None,
+                          "summary": body.reasoning.summary if body.reasoning else None},
+            "store": body.store,
+            "temperature": body.temperature,
+            "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
+            "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
+            "tools": echo_tools(body),
+            "top_p": body.top_p,
+            "truncation": body.truncation or "disabled",
+            "usage": self.usage,
+            "user": body.user,
+            "metadata": body.metadata or {},
+        }
