@@ -74,11 +74,13 @@ def _headers(request: web.Request) -> dict[str, str]:
 
 async def relay(request: web.Request, proto: pb.GenerateRequest, builder: EventBuilder,
                 metadata: tuple[tuple[str, str], ...],
-                on_finish: Callable[[list[Event]], Awaitable[None]] | None = None) -> web.StreamResponse:
+                on_finish: Callable[[list[Event]], Awaitable[None]] | None = None,
+                headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Streams one StreamGenerate call through ``builder``.
 
     ``on_finish`` sees (and may amend) the final events of a stream that ran
     to its end before they are sent: the Responses API stores the response there.
+    ``headers`` go out with the stream's own.
     """
     call = request.app[UPSTREAM].inference.StreamGenerate(proto, metadata=metadata)
     messages: AsyncIterator[pb.GenerateStreamResponse] = call.__aiter__()
@@ -90,7 +92,7 @@ async def relay(request: web.Request, proto: pb.GenerateRequest, builder: EventB
             raise ApiError(502, "the engine closed the stream without a result") from None
         except asyncio.CancelledError as cancelled:
             raise _cut(cancelled) from None
-        response = await sse.open_stream(request, _headers(request))
+        response = await sse.open_stream(request, {**_headers(request), **(headers or {})})
         events = builder.start(message.model)
         try:
             while True:
@@ -121,4 +123,26 @@ async def relay(request: web.Request, proto: pb.GenerateRequest, builder: EventB
         return response
     finally:
         call.cancel()  # no-op once the call has finished
+        request.app[STREAMS].discard(call)
+
+
+async def collect(request: web.Request, proto: pb.GenerateRequest, builder: EventBuilder,
+                  metadata: tuple[tuple[str, str], ...]) -> list[Event]:
+    """The events one StreamGenerate call makes through ``builder``, whole, for a
+    non-streamed answer (its API folds them); a failure raises, as a unary call's does."""
+    call = request.app[UPSTREAM].inference.StreamGenerate(proto, metadata=metadata)
+    request.app[STREAMS].add(call)
+    try:
+        events: list[Event] = []
+        started = False
+        async for message in call:
+            if not started:
+                events += builder.start(message.model)
+                started = True
+            events += builder.feed(message)
+            if message.HasField("finish"):
+                return events + builder.finish(message.finish)
+        raise ApiError(502, "the engine ended the stream without a result")
+    finally:
+        call.cancel()
         request.app[STREAMS].discard(call)

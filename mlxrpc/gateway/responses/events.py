@@ -1,10 +1,11 @@
 """Pure: StreamGenerate messages → Responses API output items and stream events.
 
 One builder serves both modes: streaming relays the events it returns, and a
-non-streaming reply is fed through it as a few synthetic messages, so the two
-always produce the same Response object. Output items open in the order things
-happen (reasoning, text, server-side tool calls, text again...); the function
-calls the model asks the client to run come last, from the final message.
+non-streamed answer is the fold of the same events (``fold``), so the two
+always agree. Output items open in the order things happen (reasoning, text,
+server-side tool calls, text again, the model's own function calls as it
+writes them: ``output_item.added``, then ``function_call_arguments.delta``
+per piece, ``.done`` and ``output_item.done`` at the end).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ...v1 import inference_pb2 as pb
 from ..http import sse
 from ..http.errors import ApiError
 from .protocol import ResponsesRequest
-from .translate import echo_tools, split_mcp_name
+from .translate import echo_tools, namespaces, split_mcp_name
 
 INCOMPLETE = (pb.STOP_REASON_LENGTH, pb.STOP_REASON_CONTEXT_LENGTH)
 
@@ -67,6 +68,8 @@ class ResponseBuilder:
         self._want_logprobs = want_logprobs
         self._open: dict[str, Any] | None = None  # the reasoning or message item being written
         self._calls: dict[str, int] = {}  # MCP call id → output index
+        self._functions: dict[int, int] = {}  # the model's call index → output index
+        self._namespaced = namespaces(body)
         self._labels = [t.server_label for t in body.tools or [] if t.type == "mcp"]
         self._sequence = 0
 
@@ -93,6 +96,8 @@ class ResponseBuilder:
             events += self._tool_event(message.tool_event)
         if message.text:
             events += self._append("message", message.text, list(message.logprobs))
+        for delta in message.tool_call_deltas:
+            events += self._call_delta(delta)
         return events
 
     def finish(self, finish: pb.Finish) -> list[dict[str, Any]]:
@@ -103,11 +108,15 @@ class ResponseBuilder:
         self.usage = usage(finish.usage)
         events = self._close()
         has_message = any(item["type"] == "message" for item in self.output)
-        if not has_message and not finish.tool_calls:
+        if not has_message and not finish.tool_calls and not self._functions:
             events += self._open_item("message")
             events += self._close()
-        for call in finish.tool_calls:
-            events += self._function_call(call)
+        for i, call in enumerate(finish.tool_calls):
+            if i not in self._functions:  # not streamed: whole now
+                events += self._call_delta(pb.ToolCallDelta(index=i, id=call.id, name=call.name,
+                                                            arguments_delta=call.arguments_json))
+        for index in self._functions.values():
+            events += self._close_call(index)
         kind = "response.incomplete" if incomplete else "response.completed"
         return events + [self._event(kind, response=self.snapshot())]
 
@@ -119,16 +128,6 @@ class ResponseBuilder:
         self.error = {"code": code, "message": error.message}
         return [self._event("error", code=error.code, message=error.message, param=error.param),
                 self._event("response.failed", response=self.snapshot())]
-
-    def from_reply(self, reply: pb.GenerateResponse) -> dict[str, Any]:
-        """The Response object of a whole Generate reply (no events)."""
-        self.start(reply.model)
-        self.feed(pb.GenerateStreamResponse(reasoning=reply.reasoning))
-        for event in reply.tool_events:
-            self.feed(pb.GenerateStreamResponse(tool_event=event))
-        self.feed(pb.GenerateStreamResponse(text=reply.text, logprobs=reply.logprobs))
-        self.finish(reply.finish)
-        return self.response()
 
     # ---------------------------------------------------------------- items
 
@@ -183,19 +182,32 @@ class ResponseBuilder:
                 self._item_event("response.content_part.done", index, content_index=0, part=dict(part)),
                 self._event("response.output_item.done", output_index=index, item=item)]
 
-    def _function_call(self, call: pb.ToolCall) -> list[dict[str, Any]]:
-        item = {"id": _id("fc"), "type": "function_call", "call_id": call.id or _id("call"),
-                "name": call.name, "arguments": "", "status": "in_progress"}
-        self.output.append(item)
-        index = len(self.output) - 1
-        events = [self._event("response.output_item.added", output_index=index, item=dict(item))]
-        item.update(arguments=call.arguments_json, status="completed")
-        return events + [
-            self._item_event("response.function_call_arguments.delta", index, delta=call.arguments_json),
-            self._item_event("response.function_call_arguments.done", index, name=call.name,
-                             arguments=call.arguments_json),
-            self._event("response.output_item.done", output_index=index, item=item),
-        ]
+    def _call_delta(self, delta: pb.ToolCallDelta) -> list[dict[str, Any]]:
+        """A piece of one of the model's calls: the first opens its item, arguments stream."""
+        events = []
+        if delta.index not in self._functions:
+            events += self._close()
+            namespace, name = self._namespaced.get(delta.name, ("", delta.name))
+            item = {"id": _id("fc"), "type": "function_call", "call_id": delta.id or _id("call"),
+                    "name": name or delta.name, "arguments": "", "status": "in_progress"}
+            if namespace and name:
+                item["namespace"] = namespace
+            self.output.append(item)
+            self._functions[delta.index] = index = len(self.output) - 1
+            events.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
+        index = self._functions[delta.index]
+        if delta.arguments_delta:
+            self.output[index]["arguments"] += delta.arguments_delta
+            events.append(self._item_event("response.function_call_arguments.delta", index,
+                                           delta=delta.arguments_delta))
+        return events
+
+    def _close_call(self, index: int) -> list[dict[str, Any]]:
+        item = self.output[index]
+        item["status"] = "incomplete" if self.status == "incomplete" else "completed"
+        return [self._item_event("response.function_call_arguments.done", index, name=item["name"],
+                                 arguments=item["arguments"]),
+                self._event("response.output_item.done", output_index=index, item=dict(item))]
 
     def _tool_event(self, event: pb.ToolEvent) -> list[dict[str, Any]]:
         if event.HasField("call"):
@@ -266,3 +278,9 @@ class ResponseBuilder:
             "user": body.user,
             "metadata": body.metadata or {},
         }
+
+
+def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A non-streamed Response: what the stream's events leave (its last lifecycle event's object)."""
+    final = [e for e in events if e["type"] in ("response.completed", "response.incomplete")]
+    return final[-1]["response"]

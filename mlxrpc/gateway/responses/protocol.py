@@ -15,7 +15,9 @@ from ..http.body import Strict
 
 
 def _tag_of(value: Any) -> str | None:
-    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    """The ``type`` of an item or tool; None unless it is a string (a 400 then, not a crash)."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if isinstance(kind, str) else None
 
 
 def _text_or(items: Any) -> Any:
@@ -51,6 +53,8 @@ class FunctionCallItem(Strict):
     type: Literal["function_call"]
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
+    # A call of a tool in a namespace tool (see NamespaceTool).
+    namespace: str | None = None
     arguments: str = "{}"
     id: str | None = None
     status: str | None = None
@@ -137,11 +141,39 @@ class McpTool(Strict):
     server_url: str | None = None
 
 
-_TOOL_TAGS = {"function": "FunctionTool", "mcp": "McpTool"}
+class NamespaceTool(Strict):
+    """A group of function tools (Codex's ``multi_agent_v1``, ...): the model sees each as
+    ``NAMESPACE.NAME``, and its calls come back as ``name`` with ``namespace``."""
+
+    type: Literal["namespace"]
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    tools: list[FunctionTool] = Field(max_length=128)
+
+
+# OpenAI's hosted tools, and tools whose calls need item types this server
+# does not write: left out of the prompt and named in the X-Skipped-Tools header.
+HOSTED_TOOLS = ("web_search", "web_search_preview", "web_search_preview_2025_03_11", "file_search",
+                "code_interpreter", "computer_use_preview", "computer_use", "image_generation", "local_shell",
+                "shell", "apply_patch", "custom", "tool_search")
+
+
+class HostedTool(BaseModel):
+    """A tool only OpenAI (or a client item type this server lacks) can run; its settings are kept as sent."""
+
+    model_config = {"extra": "allow"}
+
+    type: Literal[HOSTED_TOOLS]  # type: ignore[valid-type]
+
+
+_TOOL_TAGS = {"function": "FunctionTool", "mcp": "McpTool", "namespace": "NamespaceTool",
+              **dict.fromkeys(HOSTED_TOOLS, "HostedTool")}
 ToolSpec = Annotated[
-    Annotated[FunctionTool, Tag("FunctionTool")] | Annotated[McpTool, Tag("McpTool")],
+    Annotated[FunctionTool, Tag("FunctionTool")] | Annotated[McpTool, Tag("McpTool")]
+    | Annotated[NamespaceTool, Tag("NamespaceTool")] | Annotated[HostedTool, Tag("HostedTool")],
     Discriminator(lambda v: _TOOL_TAGS.get(_tag_of(v) or ""), custom_error_type="invalid_tool",
-                  custom_error_message="unsupported tool type; this server takes function and mcp tools"),
+                  custom_error_message="unsupported tool type; this server takes function, namespace and mcp "
+                  f"tools (hosted ones are skipped: {', '.join(HOSTED_TOOLS)})"),
 ]
 
 # ------------------------------------------------------------------ options
@@ -234,6 +266,8 @@ class OutputFunctionCall(BaseModel):
     type: Literal["function_call"]
     call_id: str
     name: str
+    # Set on a call of a tool in a namespace tool.
+    namespace: str | None = None
     arguments: str = Field(description="JSON text")
     status: ItemStatus
 

@@ -23,12 +23,13 @@ from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.errors import from_rpc_error
 from ..http.operations import BODY_ERRORS, COMMON_ERRORS, Operation
-from ..http.relay import relay
+from ..http.relay import collect, relay
 from . import translate
-from .events import ResponseBuilder
+from .events import ResponseBuilder, fold
 from .protocol import RESPONSE_EVENTS, DeletedResponse, ResponseObject, ResponsesRequest
 
 log = logging.getLogger(__name__)
+SKIPPED_TOOLS_HEADER = "X-Skipped-Tools"
 
 
 def _store(request: web.Request) -> pb_grpc.ResponseStoreStub:
@@ -48,14 +49,17 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     proto = translate.to_proto(body, response_id, history, own)
     builder = ResponseBuilder(response_id, int(time.time()), body,
                               want_logprobs=proto.options.logprobs)
-    inference = request.app[UPSTREAM].inference
+    headers = {}
+    if skipped := translate.skipped_tools(body):
+        # Hosted tools only OpenAI runs: the model is not offered them.
+        log.info("response %s: tools left out (hosted): %s", response_id, ", ".join(skipped))
+        headers[SKIPPED_TOOLS_HEADER] = ", ".join(skipped)
     if not body.stream:
-        reply = await inference.Generate(proto, metadata=metadata(request))
-        result = builder.from_reply(reply)
+        result = fold(await collect(request, proto, builder, metadata(request)))
         if body.store:
             result["store"] = await _put(request, body, own, result)
-        return web.json_response(result)
-    return await _stream(request, body, own, proto, builder)
+        return web.json_response(result, headers=headers)
+    return await _stream(request, body, own, proto, builder, headers)
 
 
 async def _put(request: web.Request, body: ResponsesRequest, own: list[pb.ChatMessage],
@@ -80,14 +84,15 @@ async def _put(request: web.Request, body: ResponsesRequest, own: list[pb.ChatMe
 
 
 async def _stream(request: web.Request, body: ResponsesRequest, own: list[pb.ChatMessage],
-                  proto: pb.GenerateRequest, builder: ResponseBuilder) -> web.StreamResponse:
+                  proto: pb.GenerateRequest, builder: ResponseBuilder,
+                  headers: dict[str, str]) -> web.StreamResponse:
     """Relays StreamGenerate as Responses events; a finished response is stored
     before its final event goes out, which says whether it was."""
 
     async def store(final: list[dict[str, Any]]) -> None:
         final[-1]["response"]["store"] = await _put(request, body, own, builder.response())
 
-    return await relay(request, proto, builder, metadata(request), store if body.store else None)
+    return await relay(request, proto, builder, metadata(request), store if body.store else None, headers)
 
 
 async def get_response(request: web.Request) -> web.Response:

@@ -12,10 +12,12 @@ from .protocol import (
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionTool,
+    HostedTool,
     McpCallItem,
     McpTool,
     McpToolFilter,
     MessageItem,
+    NamespaceTool,
     ResponsesRequest,
 )
 
@@ -58,6 +60,32 @@ def mcp_tool_name(server_label: str, name: str) -> str:
     return f"{server_label}{MCP_SEPARATOR}{name}"
 
 
+NAMESPACE_SEPARATOR = "."
+
+
+def namespaced_name(namespace: str | None, name: str, body: ResponsesRequest) -> str:
+    """The name the model knows a call's tool by: NAMESPACE.NAME for a tool of a namespace tool."""
+    if namespace and namespace in namespaces(body):
+        return f"{namespace}{NAMESPACE_SEPARATOR}{name}"
+    return name
+
+
+def namespaces(body: ResponsesRequest) -> dict[str, tuple[str, str]]:
+    """Namespace names, and each model-facing NAMESPACE.NAME → (namespace, name)."""
+    out: dict[str, tuple[str, str]] = {}
+    for tool in body.tools or []:
+        if isinstance(tool, NamespaceTool):
+            out[tool.name] = (tool.name, "")
+            for fn in tool.tools:
+                out[f"{tool.name}{NAMESPACE_SEPARATOR}{fn.name}"] = (tool.name, fn.name)
+    return out
+
+
+def skipped_tools(body: ResponsesRequest) -> list[str]:
+    """The types of the request's tools this server leaves out of the prompt (hosted ones)."""
+    return [tool.type for tool in body.tools or [] if isinstance(tool, HostedTool)]
+
+
 def input_messages(body: ResponsesRequest) -> list[pb.ChatMessage]:
     """The request's own input as chat messages (without instructions or history)."""
     if isinstance(body.input, str):
@@ -68,8 +96,8 @@ def input_messages(body: ResponsesRequest) -> list[pb.ChatMessage]:
         if isinstance(item, MessageItem):
             messages.append(_message(item, i))
         elif isinstance(item, FunctionCallItem):
-            names[item.call_id] = item.name
-            _add_call(messages, pb.ToolCall(id=item.call_id, type="function", name=item.name,
+            names[item.call_id] = name = namespaced_name(item.namespace, item.name, body)
+            _add_call(messages, pb.ToolCall(id=item.call_id, type="function", name=name,
                                             arguments_json=item.arguments))
         elif isinstance(item, FunctionCallOutputItem):
             output = item.output if isinstance(item.output, str) else "".join(p.text for p in item.output)
@@ -108,7 +136,10 @@ def output_messages(output: list[dict[str, Any]]) -> list[pb.ChatMessage]:
             text = "".join(part["text"] for part in item["content"])
             messages.append(pb.ChatMessage(role="assistant", content=[pb.ContentPart(text=text)]))
         elif item["type"] == "function_call":
-            _add_call(messages, pb.ToolCall(id=item["call_id"], type="function", name=item["name"],
+            name = item["name"]
+            if item.get("namespace"):
+                name = f"{item['namespace']}{NAMESPACE_SEPARATOR}{name}"
+            _add_call(messages, pb.ToolCall(id=item["call_id"], type="function", name=name,
                                             arguments_json=item["arguments"]))
         elif item["type"] == "mcp_call":
             messages.extend(mcp_messages(item["id"], mcp_tool_name(item["server_label"], item["name"]),
@@ -169,9 +200,10 @@ def _apply_text_format(request: pb.GenerateRequest, body: ResponsesRequest) -> N
 def _apply_tools(request: pb.GenerateRequest, body: ResponsesRequest) -> None:
     for i, tool in enumerate(body.tools or []):
         if isinstance(tool, FunctionTool):
-            request.tools.add(type="function", function=pb.FunctionDefinition(
-                name=tool.name, description=tool.description or "",
-                parameters_json=json.dumps(tool.parameters or {"type": "object", "properties": {}})))
+            _add_function(request, tool, tool.name)
+        elif isinstance(tool, NamespaceTool):
+            for fn in tool.tools:
+                _add_function(request, fn, f"{tool.name}{NAMESPACE_SEPARATOR}{fn.name}")
         elif isinstance(tool, McpTool):
             request.mcp_tools.append(_mcp_toolset(tool, i))
     if body.parallel_tool_calls is False:
@@ -186,7 +218,15 @@ def _apply_tools(request: pb.GenerateRequest, body: ResponsesRequest) -> None:
     if choice.get("type") != "function" or not isinstance(name, str) or not name:
         raise _bad("tool_choice", "tool_choice must be auto, none, required or "
                    '{"type": "function", "name": ...}')
-    request.tool_choice.function_name = name
+    namespace = choice.get("namespace")
+    request.tool_choice.function_name = namespaced_name(namespace if isinstance(namespace, str) else None,
+                                                        name, body)
+
+
+def _add_function(request: pb.GenerateRequest, tool: FunctionTool, name: str) -> None:
+    request.tools.add(type="function", function=pb.FunctionDefinition(
+        name=name, description=tool.description or "",
+        parameters_json=json.dumps(tool.parameters or {"type": "object", "properties": {}})))
 
 
 def _mcp_toolset(tool: McpTool, index: int) -> pb.McpToolset:
