@@ -204,8 +204,9 @@ def test_opencode_completes_a_turn(npm_bin: Path, agent_stack: tuple[Stack, Reco
             "options": {"baseURL": f"{recorder.base}/v1", "apiKey": "sk-local"},
             "models": {"qwen3": {"name": "qwen3", "limit": {"context": 100_000, "output": OUTPUT_CAP}}}}},
         "model": "mlxrpc/qwen3", "share": "disabled", "autoupdate": False}))
-    done = run_cli([str(npm_bin / "opencode"), "run", "-m", "mlxrpc/qwen3", "Say hi"], tmp_path, {
+    done = run_cli([str(npm_bin / "opencode"), "run", "--print-logs", "-m", "mlxrpc/qwen3", "Say hi"], tmp_path, {
         "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache"),
+        "OPENCODE_CONFIG": str(tmp_path / "opencode.json"),
         "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Hi" in done.stdout
@@ -213,3 +214,29 @@ def test_opencode_completes_a_turn(npm_bin: Path, agent_stack: tuple[Stack, Reco
     assert posts and all(p["status"] == 200 for p in posts)
     agent = [p["body"] for p in posts if p["body"].get("tools")]
     assert agent and agent[0]["stream"] is True and agent[0]["max_tokens"] == OUTPUT_CAP
+
+
+def test_codex_completes_a_turn_over_responses(npm_bin: Path, agent_stack: tuple[Stack, Recorder],
+                                               tmp_path: Path) -> None:
+    """Codex sends namespace tools (offered as their functions) and web_search (left out, named in
+    X-Skipped-Tools). It has no output cap of its own (``model_max_output_tokens`` is ignored by
+    0.171): the server's --max-tokens caps it."""
+    _, recorder = agent_stack
+    recorder.requests.clear()
+    home = tmp_path / "codex"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model = "qwen3"\nmodel_provider = "mlxrpc"\n\n[model_providers.mlxrpc]\nname = "mlxrpc"\n'
+        f'base_url = "{recorder.base}/v1"\nwire_api = "responses"\n')
+    done = run_cli([str(npm_bin / "codex"), "exec", "--skip-git-repo-check", "--ephemeral", "Say hi"], tmp_path,
+                   {"CODEX_HOME": str(home), "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Hi" in done.stdout
+    posts = recorder.posts("/v1/responses")
+    assert posts and all(p["status"] == 200 for p in posts)
+    body = posts[0]["body"]
+    assert body["stream"] is True and body["store"] is False
+    kinds = {t["type"] for t in body["tools"]}
+    assert {"function", "namespace"} <= kinds and "web_search" in kinds
+    assert "web_search" in posts[0]["headers"]["X-Skipped-Tools"]
+    assert '"response.completed"' in posts[0]["response"]
