@@ -115,8 +115,8 @@ def test_the_documented_events_fit_what_the_stream_builders_send() -> None:
     from mlxrpc.gateway.anthropic.events import MessageStream
     from mlxrpc.gateway.anthropic.protocol import ANTHROPIC_EVENTS
     from mlxrpc.gateway.http.errors import ApiError
-    from mlxrpc.gateway.openai import protocol, translate
-    from mlxrpc.gateway.openai.events import ChatStream
+    from mlxrpc.gateway.openai import protocol
+    from mlxrpc.gateway.openai.events import ChatStream, fold_chat
     from mlxrpc.gateway.responses.events import ResponseBuilder
     from mlxrpc.gateway.responses.protocol import RESPONSE_EVENTS, ResponseObject, ResponsesRequest
 
@@ -147,9 +147,7 @@ def test_the_documented_events_fit_what_the_stream_builders_send() -> None:
     chunks = chat.start("m") + [c for m in messages for c in chat.feed(m)] + chat.finish(finish)
     for chunk in chunks:
         protocol.ChatCompletionChunk.model_validate(chunk)
-    reply = pb.GenerateResponse(model="m", text="ok", reasoning="hmm", finish=finish,
-                                tool_events=[m.tool_event for m in messages if m.HasField("tool_event")])
-    whole = protocol.ChatCompletion.model_validate(translate.chat_response(reply, "chatcmpl-1", 0, body))
+    whole = protocol.ChatCompletion.model_validate(fold_chat(chunks, chat, body))
     assert whole.choices[0].message.mcp_calls[0].output == "x"
     ResponseObject.model_validate(responses.response())
     assert [item["type"] for item in responses.response()["output"]] == [

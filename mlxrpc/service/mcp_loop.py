@@ -90,6 +90,8 @@ class McpLoop:
             try:
                 while chunks := await handle.next_chunks():
                     message = convert.to_stream_response(convert.merge_chunks(chunks))
+                    # The loop runs MCP calls itself and passes the client's on whole, at the end.
+                    message.ClearField("tool_call_deltas")
                     if message.HasField("finish"):
                         finish = pb.Finish()
                         finish.CopyFrom(message.finish)

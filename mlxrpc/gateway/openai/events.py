@@ -15,6 +15,7 @@ from .translate import (
     completion_logprobs,
     echo_logprobs,
     finish_reason,
+    prompt_logprobs,
     usage,
     wants_logprobs,
 )
@@ -33,18 +34,23 @@ def chat_chunk(completion_id: str, created: int, model: str, delta: dict[str, An
 
 class ChatStream:
     """StreamGenerate messages → chat.completion.chunk payloads, in OpenAI's order:
-    a role chunk, content and reasoning deltas, then the tool calls, one by one,
-    and a last chunk with the finish reason (a relay.EventBuilder)."""
+    a role chunk, content and reasoning deltas, then each tool call as the model
+    writes it (a delta with its id, type and name and empty arguments, then its
+    arguments piece by piece), and a last chunk with the finish reason (a
+    relay.EventBuilder). ``fold_chat`` makes the non-streamed answer of them."""
 
     done = sse.DONE
     encode = staticmethod(sse.encode)
 
-    def __init__(self, completion_id: str, created: int, body: ChatCompletionRequest) -> None:
+    def __init__(self, completion_id: str, created: int, body: ChatCompletionRequest,
+                 include_usage: bool = False) -> None:
         self.id, self.created, self.model = completion_id, created, body.model
         self.legacy = body.functions is not None
         self.want_logprobs = bool(body.logprobs or body.top_logprobs)
-        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.include_usage = include_usage or bool(body.stream_options and body.stream_options.include_usage)
         self.mcp = McpCallDeltas()
+        self.calls: set[int] = set()  # indexes of the calls opened so far
+        self.input: pb.InputDetails | None = None  # the prompt's details, when asked for
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None,
                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -69,12 +75,30 @@ class ChatStream:
             chunks.append(self._chunk(delta, reason, logprobs))
         if message.HasField("tool_event"):  # an MCP tool the server ran
             chunks.append(self._chunk(self.mcp.delta(message.tool_event)))
+        if message.HasField("input"):
+            self.input = message.input
+        for delta in message.tool_call_deltas:
+            chunks += [self._chunk(d) for d in self._call_delta(delta)]
         return chunks
+
+    def _call_delta(self, delta: pb.ToolCallDelta) -> list[dict[str, Any]]:
+        if self.legacy and delta.index > 0:  # function_call carries one call
+            return []
+        out = []
+        if delta.index not in self.calls:
+            self.calls.add(delta.index)
+            out += call_deltas([pb.ToolCall(id=delta.id, name=delta.name)], self.legacy, delta.index)[:1]
+        if delta.arguments_delta:
+            out.append({"function_call": {"arguments": delta.arguments_delta}} if self.legacy else
+                       {"tool_calls": [{"index": delta.index, "function": {"arguments": delta.arguments_delta}}]})
+        return out
 
     def finish(self, finish: pb.Finish) -> list[dict]:
         chunks = []
         if finish.tool_calls:
-            chunks += [self._chunk(delta) for delta in call_deltas(finish, self.legacy)]
+            unsent = [c for i, c in enumerate(finish.tool_calls) if i not in self.calls]
+            first = len(finish.tool_calls) - len(unsent)
+            chunks += [self._chunk(delta) for delta in call_deltas(unsent, self.legacy, first)]
             chunks.append(self._chunk({}, finish_reason(finish, self.legacy)))
         if self.include_usage:
             chunks.append(usage_chunk(self.id, self.created, self.model, "chat.completion.chunk", finish.usage))
@@ -82,6 +106,61 @@ class ChatStream:
 
     def fail(self, error: ApiError) -> list[dict]:
         return [error.body()]
+
+
+def fold_chat(events: list[dict[str, Any]], stream: ChatStream, body: ChatCompletionRequest) -> dict[str, Any]:
+    """The chat.completion a stream's chunks add up to (the non-streamed answer)."""
+    content, reasoning, finish, usage_ = "", "", None, None
+    calls: dict[int, dict[str, Any]] = {}
+    legacy: dict[str, Any] | None = None
+    mcp: dict[int, dict[str, Any]] = {}
+    tokens: list[dict[str, Any]] = []
+    for event in events:
+        usage_ = event.get("usage") or usage_
+        for choice in event["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            reasoning += delta.get("reasoning_content") or ""
+            for piece in delta.get("tool_calls") or []:
+                call = calls.setdefault(piece["index"], {"id": piece.get("id"), "type": "function",
+                                                         "function": {"name": "", "arguments": ""}})
+                call["function"]["name"] += piece["function"].get("name") or ""
+                call["function"]["arguments"] += piece["function"].get("arguments") or ""
+            if (piece := delta.get("function_call")) is not None:
+                legacy = legacy or {"name": "", "arguments": ""}
+                legacy["name"] += piece.get("name") or ""
+                legacy["arguments"] += piece.get("arguments") or ""
+            for piece in delta.get("mcp_calls") or []:
+                entry = mcp.setdefault(piece["index"], {"output": None, "is_error": False})
+                entry.update({k: v for k, v in piece.items() if k != "index"})
+            if choice.get("logprobs"):
+                tokens += choice["logprobs"]["content"]
+            finish = choice.get("finish_reason") or finish
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls or legacy:
+        message["content"] = content or None
+        if legacy is not None:
+            message["function_call"] = legacy
+        else:
+            message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    if mcp:
+        message["mcp_calls"] = [mcp[i] for i in sorted(mcp)]
+    out = {
+        "id": stream.id,
+        "object": "chat.completion",
+        "created": stream.created,
+        "model": stream.model,
+        "choices": [{"index": 0, "message": message,
+                     "logprobs": {"content": tokens} if stream.want_logprobs else None,
+                     "finish_reason": finish}],
+        "usage": usage_,
+        "system_fingerprint": None,
+    }
+    if body.prompt_logprobs is not None:
+        out["prompt_logprobs"] = prompt_logprobs(stream.input or pb.InputDetails())
+    return out
 
 
 def completion_chunk(completion_id: str, created: int, model: str, text: str,

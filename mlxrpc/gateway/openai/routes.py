@@ -11,9 +11,9 @@ from ...v1 import inference_pb2 as pb
 from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.operations import BODY_ERRORS, COMMON_ERRORS, Operation
-from ..http.relay import relay
+from ..http.relay import collect, relay
 from . import translate
-from .events import ChatStream, CompletionStream
+from .events import ChatStream, CompletionStream, fold_chat
 from .protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,8 +33,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     proto = translate.chat_to_proto(body, completion_id)
     created = int(time.time())
     if not body.stream:
-        reply = await request.app[UPSTREAM].inference.Generate(proto, metadata=metadata(request))
-        return web.json_response(translate.chat_response(reply, completion_id, created, body))
+        stream = ChatStream(completion_id, created, body, include_usage=True)
+        return web.json_response(fold_chat(await collect(request, proto, stream, metadata(request)), stream, body))
     return await relay(request, proto, ChatStream(completion_id, created, body), metadata(request))
 
 

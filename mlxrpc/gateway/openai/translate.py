@@ -11,7 +11,6 @@ from typing import Any
 
 from ...v1 import inference_pb2 as pb
 from ..http.errors import ApiError
-from ..mcp.translate import mcp_calls
 from .protocol import MAX_UINT32, ChatCompletionRequest, CompletionRequest, McpToolDefinition, Message, Sampling
 
 FINISH_REASONS = {
@@ -277,68 +276,22 @@ def prompt_logprobs(prompt: pb.InputDetails) -> list[dict[str, Any] | None]:
     return out
 
 
-def tool_calls(finish: pb.Finish) -> list[dict[str, Any]]:
-    return [{"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
-            for call in finish.tool_calls]
-
-
-def _calls(finish: pb.Finish, legacy_functions: bool) -> dict[str, Any]:
+def call_deltas(calls: Any, legacy_functions: bool, first: int = 0) -> list[dict[str, Any]]:
+    """Whole calls as OpenAI streams them: per call, a delta that opens it (id, name,
+    empty arguments), then one with its arguments; ``first`` is the first call's index."""
     if legacy_functions:
-        call = finish.tool_calls[0]
-        return {"function_call": {"name": call.name, "arguments": call.arguments_json}}
-    return {"tool_calls": tool_calls(finish)}
-
-
-def call_deltas(finish: pb.Finish, legacy_functions: bool) -> list[dict[str, Any]]:
-    """The calls as OpenAI streams them: per call, a delta that opens it (id, name,
-    empty arguments), then one with its arguments (the engine has them whole)."""
-    if legacy_functions:
-        call = finish.tool_calls[0]
+        if first or not calls:
+            return []
+        call = calls[0]
         return [{"function_call": {"name": call.name, "arguments": ""}},
                 {"function_call": {"arguments": call.arguments_json}}]
     deltas = []
-    for i, call in enumerate(finish.tool_calls):
+    for i, call in enumerate(calls, first):
         deltas.append({"tool_calls": [{"index": i, "id": call.id, "type": "function",
                                        "function": {"name": call.name, "arguments": ""}}]})
-        deltas.append({"tool_calls": [{"index": i, "function": {"arguments": call.arguments_json}}]})
+        if call.arguments_json:
+            deltas.append({"tool_calls": [{"index": i, "function": {"arguments": call.arguments_json}}]})
     return deltas
-
-
-def chat_message(r: pb.GenerateResponse, legacy_functions: bool = False) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": r.text}
-    if r.reasoning:
-        message["reasoning_content"] = r.reasoning
-    if r.finish.tool_calls:
-        message["content"] = r.text or None
-        message.update(_calls(r.finish, legacy_functions))
-    if r.tool_events:
-        message["mcp_calls"] = mcp_calls(list(r.tool_events))
-    return message
-
-
-def chat_response(r: pb.GenerateResponse, completion_id: str, created: int,
-                  body: ChatCompletionRequest) -> dict[str, Any]:
-    legacy = body.functions is not None
-    want_logprobs = bool(body.logprobs or body.top_logprobs)
-    out = {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": r.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": chat_message(r, legacy),
-                "logprobs": chat_logprobs(list(r.logprobs)) if want_logprobs else None,
-                "finish_reason": finish_reason(r.finish, legacy),
-            }
-        ],
-        "usage": usage(r.finish.usage),
-        "system_fingerprint": None,
-    }
-    if body.prompt_logprobs is not None:
-        out["prompt_logprobs"] = prompt_logprobs(r.input)
-    return out
 
 
 def completion_response(r: pb.GenerateResponse, completion_id: str, created: int,
