@@ -129,8 +129,8 @@ class ToolChoice(Strict):
 class ThinkingConfig(Strict):
     """Turns a reasoning model's thinking on or off through its chat template.
 
-    ``budget_tokens`` is accepted but not enforced: the proto has no thinking
-    budget, so ``max_tokens`` bounds thinking and answer together.
+    ``budget_tokens`` (with ``enabled``) is enforced: when the model has thought
+    that many tokens, the server closes its thinking block and it answers.
     """
 
     type: Literal["enabled", "disabled", "adaptive"]

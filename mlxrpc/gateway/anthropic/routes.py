@@ -16,9 +16,9 @@ from ..http.body import parse_body
 from ..http.context import REQUEST_ID, UPSTREAM, metadata
 from ..http.errors import ApiError, Dialect
 from ..http.operations import BODY_ERRORS, Operation
-from ..http.relay import relay
+from ..http.relay import collect, relay
 from . import translate
-from .events import MessageStream
+from .events import MessageStream, fold
 from .protocol import (
     ANTHROPIC_EVENTS,
     AnthropicErrorBody,
@@ -51,8 +51,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     message_id = f"msg_{uuid.uuid4().hex}"
     proto = translate.to_proto(body, message_id)
     if not body.stream:
-        reply = await request.app[UPSTREAM].inference.Generate(proto, metadata=_metadata(request))
-        return web.json_response(translate.message(reply, message_id))
+        return web.json_response(fold(await collect(request, proto, MessageStream(message_id), _metadata(request))))
     return await relay(request, proto, MessageStream(message_id), _metadata(request))
 
 

@@ -186,6 +186,8 @@ def to_proto(body: MessagesRequest, request_id: str) -> pb.GenerateRequest:
                    "prefill is not supported: the last message must be a user message")
     request = pb.GenerateRequest(model=body.model, request_id=request_id, chat=to_chat(body))
     request.stopping.max_tokens = min(body.max_tokens, 2**31 - 1)
+    if body.thinking is not None and body.thinking.type == "enabled" and body.thinking.budget_tokens:
+        request.thinking_budget_tokens = min(body.thinking.budget_tokens, 2**32 - 1)
     request.stopping.stop.extend(body.stop_sequences or [])
     for name in ("temperature", "top_p", "top_k"):
         if (value := getattr(body, name)) is not None:
@@ -220,10 +222,10 @@ def count_tokens_request(body: CountTokensRequest) -> pb.TokenizeRequest:
 
 
 def stop_reason(finish: pb.Finish) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence)."""
-    if finish.tool_calls:
-        return "tool_use", None
+    """(stop_reason, stop_sequence); a call cut off by max_tokens is max_tokens."""
     reason = _STOP_REASONS.get(finish.reason, "end_turn")
+    if finish.tool_calls and reason not in ("max_tokens", "model_context_window_exceeded"):
+        return "tool_use", None
     return reason, finish.stop_sequence if reason == "stop_sequence" else None
 
 
@@ -240,18 +242,40 @@ def usage(u: pb.Usage) -> dict[str, Any]:
     return out
 
 
-def _tool_input(arguments_json: str) -> dict[str, Any]:
-    """Tool input must be an object; a model's malformed arguments become {}."""
+def tool_input(arguments_json: str) -> dict[str, Any]:
+    """Tool input must be an object: a call cut off mid-arguments keeps what
+    parses once its open strings and brackets are closed; anything else is {}."""
     try:
-        value = json.loads(arguments_json) if arguments_json else {}
+        value = json.loads(arguments_json) if arguments_json.strip() else {}
     except json.JSONDecodeError:
-        return {}
+        value = _completed(arguments_json)
     return value if isinstance(value, dict) else {}
 
 
-def tool_use_blocks(finish: pb.Finish) -> list[dict[str, Any]]:
-    return [{"type": "tool_use", "id": call.id, "name": call.name,
-             "input": _tool_input(call.arguments_json)} for call in finish.tool_calls]
+def _completed(text: str) -> Any:
+    """The longest prefix of a cut JSON text that parses once closed (None: none does)."""
+    for end in range(len(text), 0, -1):
+        prefix, closers, in_string, escaped = text[:end], [], False, False
+        for ch in prefix:
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "{[":
+                closers.append("}" if ch == "{" else "]")
+            elif ch in "}]" and closers:
+                closers.pop()
+        candidate = prefix + ('"' if in_string else "") + "".join(reversed(closers))
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    return None
 
 
 def thinking_block(thinking: str) -> dict[str, Any]:
@@ -263,16 +287,3 @@ def message_shell(message_id: str, model: str) -> dict[str, Any]:
     return {"id": message_id, "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0}}
-
-
-def message(reply: pb.GenerateResponse, message_id: str) -> dict[str, Any]:
-    """The non-streamed answer: [thinking], [text], tool_use... blocks."""
-    content: list[dict[str, Any]] = []
-    if reply.reasoning:
-        content.append(thinking_block(reply.reasoning))
-    if reply.text or not (content or reply.finish.tool_calls):
-        content.append({"type": "text", "text": reply.text})
-    content += tool_use_blocks(reply.finish)
-    reason, sequence = stop_reason(reply.finish)
-    return {**message_shell(message_id, reply.model), "content": content, "stop_reason": reason,
-            "stop_sequence": sequence, "usage": usage(reply.finish.usage)}
