@@ -76,3 +76,78 @@ async def test_a_call_cut_by_max_tokens_keeps_its_partial_arguments(stub) -> Non
     assert unary.finish.reason == pb.STOP_REASON_LENGTH
     assert [(c.name, c.arguments_json) for c in unary.finish.tool_calls] == [(call.name, call.arguments_json)]
     assert unary.text == ""
+
+
+# ------------------------------------------------------------------ the REST surfaces
+
+TOOL = {"name": "get_weather", "description": "Weather", "parameters": WEATHER}
+USER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def test_chat_streams_arguments_before_the_finish_and_folds_to_the_answer(client) -> None:
+    from openai.types.chat import ChatCompletionChunk
+
+    args = {"model": "llama", "messages": USER, "tools": [{"type": "function", "function": TOOL}],
+            "tool_choice": "required", "max_tokens": 200, "seed": 5}
+    chunks = [c for c in client.chat.completions.create(stream=True, **args) if c.choices]
+    for c in chunks:  # OpenAI's exact chunk shapes
+        ChatCompletionChunk.model_validate(c.model_dump())
+    with_args = [i for i, c in enumerate(chunks)
+                 if any(tc.function.arguments for tc in c.choices[0].delta.tool_calls or [])]
+    finish_at = next(i for i, c in enumerate(chunks) if c.choices[0].finish_reason)
+    assert len(with_args) >= 3 and with_args[-1] < finish_at == len(chunks) - 1
+    whole = client.chat.completions.create(**args)
+    (call,) = whole.choices[0].message.tool_calls
+    streamed = "".join(tc.function.arguments or "" for c in chunks for tc in c.choices[0].delta.tool_calls or [])
+    assert streamed == call.function.arguments and whole.choices[0].finish_reason == "tool_calls"
+
+
+def test_chat_call_cut_by_max_tokens_keeps_its_arguments(client) -> None:
+    args = {"model": "llama", "messages": USER, "tools": [{"type": "function", "function": TOOL}],
+            "tool_choice": "required", "max_tokens": 55, "seed": 5}
+    whole = client.chat.completions.create(**args)
+    choice = whole.choices[0]
+    (call,) = choice.message.tool_calls
+    assert choice.finish_reason == "length" and call.function.name == "get_weather"
+    assert call.function.arguments.startswith('{"city": "') and choice.message.content is None
+    chunks = [c for c in client.chat.completions.create(stream=True, **args) if c.choices]
+    streamed = "".join(tc.function.arguments or "" for c in chunks for tc in c.choices[0].delta.tool_calls or [])
+    assert streamed == call.function.arguments and chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_responses_streams_and_folds_a_cut_call(client) -> None:
+    args = {"model": "llama", "input": "Weather in Paris?", "tools": [{"type": "function", **TOOL}],
+            "tool_choice": "required", "max_output_tokens": 55, "temperature": 0}
+    events = list(client.responses.create(stream=True, **args))
+    kinds = [e.type for e in events]
+    assert kinds.count("response.function_call_arguments.delta") >= 3
+    assert kinds.index("response.function_call_arguments.delta") < kinds.index("response.function_call_arguments.done")
+    assert kinds[-1] == "response.incomplete"
+    whole = client.responses.create(**args)
+    (call,) = [item for item in whole.output if item.type == "function_call"]
+    assert whole.status == "incomplete" and call.status == "incomplete"
+    assert call.name == "get_weather" and call.arguments.startswith('{"city": "')
+    streamed = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert streamed == call.arguments
+
+
+def test_anthropic_streams_input_json_and_folds_a_cut_tool_use(stack) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=stack.http_base, api_key="x", max_retries=0)
+    args = {"model": "llama", "messages": USER, "max_tokens": 55, "extra_body": {"temperature": 0},
+            "tool_choice": {"type": "tool", "name": "get_weather"},
+            "tools": [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER}]}
+    with client.messages.stream(**args) as stream:
+        events = list(stream)
+        streamed = stream.get_final_message()
+    kinds = [e.type for e in events]
+    pieces = [e for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
+    assert len(pieces) >= 3 and kinds.index("content_block_delta") < kinds.index("message_delta")
+    whole = client.messages.create(**args)
+    assert whole.stop_reason == streamed.stop_reason == "max_tokens"
+    (block,) = whole.content
+    assert block.type == "tool_use" and block.name == "get_weather" and isinstance(block.input, dict)
+    partial = "".join(p.delta.partial_json for p in pieces)
+    # The call so far: its city, cut mid-string, closed.
+    assert partial.startswith('{"city": "') and json.loads(partial + '"}') == block.input and block.id
