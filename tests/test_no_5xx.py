@@ -52,3 +52,20 @@ def test_a_grammar_the_model_cannot_follow_is_a_400(served: Stack, model: str, e
     status, body = post(served, "/v1/chat/completions", chat(model, stream=stream, **extra))
     assert status == 400, body
     assert body["error"]["param"] == param and says in body["error"]["message"]
+
+
+def test_readiness_of_an_unknown_model_is_a_404(served: Stack) -> None:
+    async def ready(model: str) -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{served.http_base}/ready", params={"model": model}) as r:
+            return r.status, await r.json()
+
+    status, body = served._thread.run(ready("nope"))  # type: ignore[union-attr]
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    assert served._thread.run(ready("llama"))[0] == 200  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("tools", [[{"type": [None, None]}], [{"type": None}], [{"type": {"a": 1}}]])
+def test_a_responses_tool_whose_type_is_not_a_string_is_a_400(served: Stack, tools: list) -> None:
+    status, body = post(served, "/v1/responses", {"model": "llama", "input": "hi", "tools": tools})
+    assert status == 400 and body["error"]["param"] == "tools[0]"

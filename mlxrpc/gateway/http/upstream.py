@@ -77,12 +77,13 @@ class Upstream:
         self.inference = pb_grpc.InferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
-    async def serving(self, service: str = "", timeout: float = 2.0) -> bool:
+    async def serving(self, service: str = "", timeout: float = 2.0) -> bool | None:
+        """Whether ``service`` (the engine, or a model id) is serving; None when the engine does not know it."""
         try:
             reply = await self.health.Check(health_pb2.HealthCheckRequest(service=service),
                                             timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return False
+        except grpc.aio.AioRpcError as error:
+            return None if service and error.code() == grpc.StatusCode.NOT_FOUND else False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
 from ..http.context import UPSTREAM, metadata
+from ..http.errors import ApiError
 from ..http.operations import COMMON_ERRORS, Operation
 from ..mcp.routes import health_status
 from .protocol import HealthStatus
@@ -20,7 +21,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Serving when the engine is (``?model=ID`` asks about one model); MCP servers' state when configured."""
-    if await request.app[UPSTREAM].serving(request.query.get("model", "")):
+    model = request.query.get("model", "")
+    serving = await request.app[UPSTREAM].serving(model)
+    if serving is None:  # a model the engine has never heard of: not one that is loading
+        raise ApiError(404, f"the model '{model}' does not exist", param="model", code="model_not_found")
+    if serving:
         return web.json_response({"status": "ok", **await health_status(request)})
     return web.json_response({"status": "unavailable"}, status=503)
 
@@ -29,7 +34,7 @@ OPERATIONS = [
     Operation("get", "/health", "Engine health", health, response=HealthStatus, also=(503,), errors=(),
               twin=False),
     Operation("get", "/ready", "Readiness, of the engine or of one model (?model=ID)", health,
-              response=HealthStatus, also=(503,), errors=(), query=("model",), twin=False),
+              response=HealthStatus, also=(503,), errors=(404,), query=("model",), twin=False),
     Operation("get", "/metrics", "Prometheus metrics", metrics, media_type="text/plain", errors=COMMON_ERRORS,
               twin=False),
 ]
