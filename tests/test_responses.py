@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from mlxrpc.gateway.http.errors import ApiError
 from mlxrpc.gateway.responses.events import ResponseBuilder, fold
 from mlxrpc.gateway.responses.protocol import ResponsesRequest
-from mlxrpc.gateway.responses.translate import input_messages, output_messages, to_proto
+from mlxrpc.gateway.responses.translate import input_messages, output_messages, skipped_tools, to_proto
 from mlxrpc.service.response_store import ResponseMemory
 from mlxrpc.v1 import inference_pb2 as pb
 
@@ -569,3 +569,39 @@ def test_store_evicts_least_recently_used_by_count_bytes_and_age() -> None:
     assert len(small) == 2 and small.bytes <= 2 * size
     with pytest.raises(Exception, match="responses-store-bytes"):
         small.put("", _stored("huge", text="z" * 1000))
+
+
+CODEX_TOOLS = [
+    {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {}}},
+    {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents", "tools": [
+        {"type": "function", "name": "close_agent", "strict": False,
+         "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]},
+    {"type": "web_search", "external_web_access": False},
+]
+
+
+def test_namespace_tools_are_offered_as_their_functions_and_hosted_ones_skipped() -> None:
+    body = _body(input=[
+        {"role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "c1", "name": "close_agent", "namespace": "multi_agent_v1",
+         "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "closed"}], tools=CODEX_TOOLS)
+    request = to_proto(body, "r", [], input_messages(body))
+    assert [t.function.name for t in request.tools] == ["exec_command", "multi_agent_v1.close_agent"]
+    assert skipped_tools(body) == ["web_search"]
+    assert request.chat.messages[1].tool_calls[0].name == "multi_agent_v1.close_agent"
+    # The model's call of a namespaced tool comes back as its name and namespace.
+    finish = pb.Finish(reason=pb.STOP_REASON_TOOL_CALLS, tool_calls=[pb.ToolCall(
+        id="c2", name="multi_agent_v1.close_agent", arguments_json='{"id": "a"}')])
+    builder = ResponseBuilder("resp_5", 0, body)
+    events = _collect(builder, [
+        pb.GenerateStreamResponse(tool_call_deltas=[pb.ToolCallDelta(index=0, id="c2",
+                                                                     name="multi_agent_v1.close_agent")]),
+        pb.GenerateStreamResponse(tool_call_deltas=[pb.ToolCallDelta(index=0, arguments_delta='{"id": ')]),
+        pb.GenerateStreamResponse(tool_call_deltas=[pb.ToolCallDelta(index=0, arguments_delta='"a"}')],
+                                  finish=finish)])
+    (call,) = fold(events)["output"]
+    assert (call["name"], call["namespace"], call["call_id"], call["arguments"]) == (
+        "close_agent", "multi_agent_v1", "c2", '{"id": "a"}')
+    assert [e["type"] for e in events].count("response.function_call_arguments.delta") == 2
+    assert output_messages([call])[0].tool_calls[0].name == "multi_agent_v1.close_agent"

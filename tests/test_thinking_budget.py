@@ -57,3 +57,19 @@ def test_reasoning_effort_implies_a_budget(r1: Stack) -> None:
     assert EFFORT_BUDGETS == {"low": 1024, "medium": 4096, "high": 16384}
     reply = r1._thread.run(generate(r1, request(max_tokens=EFFORT_BUDGETS["low"] + 4, effort="low")))  # type: ignore[union-attr]
     assert list(reply.token_ids).index(END_OF_THINKING) == EFFORT_BUDGETS["low"]
+
+
+def test_anthropic_budget_tokens_is_enforced(r1: Stack) -> None:
+    import httpx
+
+    def message(budget: int) -> dict:
+        return httpx.post(f"{r1.http_base}/v1/messages", timeout=60, json={
+            "model": "r1", "max_tokens": 24, "messages": [{"role": "user", "content": "Why?"}],
+            "thinking": {"type": "enabled", "budget_tokens": budget}}).json()
+
+    free, capped = message(1024), message(6)
+    # Unbounded, the random model thinks through max_tokens; with the budget it thinks 6 tokens, then answers.
+    assert [b["type"] for b in free["content"]] == ["thinking"] and free["stop_reason"] == "max_tokens"
+    assert [b["type"] for b in capped["content"]] == ["thinking", "text"]
+    thought = [m["usage"]["output_tokens_details"]["thinking_tokens"] for m in (capped, free)]
+    assert thought[0] <= 7 < thought[1]
