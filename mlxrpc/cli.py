@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         code = asyncio.run(serve(settings, with_sidecar=not args.no_http))
         exit_now(code)
     if args.command == "gateway":
-        from .gateway.upstream import UpstreamTLS
-        from .gateway.workers import run_gateway
+        from .gateway.http.upstream import UpstreamTLS
+        from .sidecars import run_gateway
 
         tls = UpstreamTLS.from_files(args.upstream_ca, args.upstream_cert, args.upstream_key)
         return run_gateway(settings, args.upstream, reuse_port=args.reuse_port, tls=tls,

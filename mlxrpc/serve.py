@@ -141,7 +141,7 @@ async def serve(settings: Settings, *, with_sidecar: bool = True, world: World |
     if faults := os.environ.get(TEST_FAULTS_ENV):
         inject_test_faults(server.engine, faults)
     if with_sidecar:
-        from .gateway.workers import start_sidecars
+        from .sidecars import start_sidecars
 
         server.sidecars = await start_sidecars(settings, [server.local_target])
     log.info("%s", describe())
@@ -166,7 +166,7 @@ async def shutdown(server: EngineServer, grace: float) -> None:
     await server.begin_drain()
     sidecars = None
     if server.sidecars:
-        from .gateway.workers import stop_sidecars
+        from .sidecars import stop_sidecars
 
         sidecars = asyncio.get_running_loop().create_task(stop_sidecars(server.sidecars, grace))
     await server.finish_requests(grace)

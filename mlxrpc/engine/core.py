@@ -43,6 +43,7 @@ from .prepare import PreparedRequest
 from .registry import LoadedModel
 from .sampling import make_request_processors, min_tokens_processor
 from .structured import GrammarFailure, GrammarProcessor
+from .thinking_budget import budget_processor
 from .types import ChatPrompt, Chunk, ModelKind, TokenLogprob
 from .vision_batching import VisionBatch
 
@@ -139,7 +140,8 @@ def classify(exc: BaseException) -> EngineError:
         return EngineError(ErrorCode.RESOURCE_EXHAUSTED, "out of memory while generating this request",
                            reason="OUT_OF_MEMORY")
     if isinstance(exc, GrammarFailure):
-        return EngineError(ErrorCode.INTERNAL, str(exc), reason="GRAMMAR_FAILED")
+        # A grammar the model cannot follow on this vocabulary is the request's fault.
+        return EngineError(ErrorCode.INVALID_ARGUMENT, str(exc), reason="GRAMMAR_FAILED")
     return EngineError(ErrorCode.INTERNAL, "generation failed for this request")
 
 
@@ -338,6 +340,8 @@ class EngineCore:
             )
             if p.request.stopping.min_tokens and p.stop_on:
                 processors.append(min_tokens_processor(p.stop_on, p.request.stopping.min_tokens))
+            if (budget := budget_processor(p)) is not None:
+                processors.append(budget)
             if p.grammar is not None:
                 processors.append(GrammarProcessor(p.grammar, p.model.vocab_size, p.grammar_after))
             row.uid, cached = batch.insert(

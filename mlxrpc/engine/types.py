@@ -105,6 +105,8 @@ class GenerationRequest:
     tool_function: str = ""
     # At most this many tool calls in the answer (0: no limit).
     max_tool_calls: int = 0
+    # At most this many thinking tokens (0: the reasoning effort's budget, if any).
+    thinking_budget: int = 0
     skip_special_tokens: bool = True
     # Log-probabilities of the prompt's tokens (with echo of the input).
     prompt_logprobs: bool = False

@@ -47,7 +47,7 @@ MCP_SERVER_STATE_CONNECTED: McpServerState
 MCP_SERVER_STATE_DISABLED: McpServerState
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "request_id", "text", "chat", "token_ids", "sampling", "stopping", "options", "response_format", "tools", "tool_choice", "mcp_tools", "max_tool_calls")
+    __slots__ = ("model", "request_id", "text", "chat", "token_ids", "sampling", "stopping", "options", "response_format", "tools", "tool_choice", "mcp_tools", "max_tool_calls", "thinking_budget_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class GenerateRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     MCP_TOOLS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    THINKING_BUDGET_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     request_id: str
     text: str
@@ -74,7 +75,8 @@ class GenerateRequest(_message.Message):
     tool_choice: ToolChoice
     mcp_tools: _containers.RepeatedCompositeFieldContainer[McpToolset]
     max_tool_calls: int
-    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatInput, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stopping: _Optional[_Union[StoppingCriteria, _Mapping]] = ..., options: _Optional[_Union[ResponseOptions, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., mcp_tools: _Optional[_Iterable[_Union[McpToolset, _Mapping]]] = ..., max_tool_calls: _Optional[int] = ...) -> None: ...
+    thinking_budget_tokens: int
+    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatInput, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stopping: _Optional[_Union[StoppingCriteria, _Mapping]] = ..., options: _Optional[_Union[ResponseOptions, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., mcp_tools: _Optional[_Iterable[_Union[McpToolset, _Mapping]]] = ..., max_tool_calls: _Optional[int] = ..., thinking_budget_tokens: _Optional[int] = ...) -> None: ...
 
 class McpToolset(_message.Message):
     __slots__ = ("server_label", "allowed_tools")
