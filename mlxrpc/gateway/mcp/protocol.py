@@ -52,3 +52,9 @@ class McpExecuteResult(BaseModel):
     content: str
     is_error: bool
     error_message: str | None
+
+
+class McpHealth(BaseModel):
+    connected: int = Field(ge=0, description="enabled MCP servers that are connected")
+    total: int = Field(ge=0, description="enabled MCP servers")
+    tools: int = Field(ge=0, description="tools of the connected servers")

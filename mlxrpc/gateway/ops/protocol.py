@@ -6,11 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-
-class McpHealth(BaseModel):
-    connected: int = Field(ge=0, description="enabled MCP servers that are connected")
-    total: int = Field(ge=0, description="enabled MCP servers")
-    tools: int = Field(ge=0, description="tools of the connected servers")
+from ..mcp.protocol import McpHealth
 
 
 class HealthStatus(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
+from ..http.answers import json_answer
 from ..http.context import UPSTREAM, metadata
 from ..http.operations import COMMON_ERRORS, Operation
 from ..mcp.routes import health_status
@@ -21,8 +22,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """Serving when the engine is (``?model=ID`` asks about one model); MCP servers' state when configured."""
     if await request.app[UPSTREAM].serving(request.query.get("model", "")):
-        return web.json_response({"status": "ok", **await health_status(request)})
-    return web.json_response({"status": "unavailable"}, status=503)
+        mcp = await health_status(request)
+        return json_answer(HealthStatus(status="ok", **({"mcp": mcp} if mcp is not None else {})))
+    return json_answer(HealthStatus(status="unavailable"), status=503)
 
 
 OPERATIONS = [
