@@ -7,8 +7,13 @@ builders say what a body holds by building it.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+# A count in an answer (tokens, items).
+Count = Annotated[int, Field(ge=0)]
 
 
 def to_json(model: BaseModel) -> bytes:

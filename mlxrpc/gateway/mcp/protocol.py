@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..http.answers import Count
 from ..http.body import Strict
-
-Count = Annotated[int, Field(ge=0)]
 
 
 class McpExecuteBody(Strict):

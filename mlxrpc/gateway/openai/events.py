@@ -104,28 +104,31 @@ class CompletionStream:
 
     def __init__(self, completion_id: str, created: int, body: CompletionRequest, *,
                  include_usage: bool | None = None) -> None:
-        self.id, self.created, self.model = completion_id, created, body.model
+        self.id, self.created = completion_id, created
         self.echo, self.want_logprobs = body.echo, wants_logprobs(body)
         self.want_prompt_logprobs = body.prompt_logprobs is not None  # refused with stream=true
         if include_usage is None:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
         self.include_usage = include_usage
         self.offset = 0
+        self._head: dict[str, Any] = {}
 
-    def _chunk(self, choices: list[CompletionChoice], **usage: Usage) -> Completion:
-        return Completion(id=self.id, object="text_completion", created=self.created, model=self.model or "",
-                          choices=choices, **usage)
+    def _chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> Completion:
+        # Validated from one dict: a single call into pydantic-core per token, the cheapest way to a model.
+        if usage is None:  # left unset, so that mid-stream chunks carry no "usage"
+            return Completion.model_validate({**self._head, "choices": choices})
+        return Completion.model_validate({**self._head, "choices": choices, "usage": usage})
 
     def start(self, model: str) -> list[Completion]:
-        self.model = model
+        self._head = {"id": self.id, "object": "text_completion", "created": self.created, "model": model}
         return []
 
     def feed(self, message: pb.GenerateStreamResponse) -> list[Completion]:
-        choices = []
+        chunks = []
         if self.echo and message.HasField("input"):
             logprobs = echo_logprobs(message.input) if self.want_logprobs else None
-            choices.append(CompletionChoice(index=0, text=message.input.text, logprobs=logprobs,
-                                            finish_reason=None))
+            chunks.append(self._chunk([{"index": 0, "text": message.input.text, "logprobs": logprobs,
+                                        "finish_reason": None}]))
             self.offset = len(message.input.text)
         finish = finish_reason(message.finish) if message.HasField("finish") else None
         if message.text or finish or message.logprobs:
@@ -133,13 +136,14 @@ class CompletionStream:
             if self.want_logprobs:
                 logprobs = completion_logprobs(list(message.logprobs), self.offset)
             self.offset += len(message.text)
-            choices.append(CompletionChoice(index=0, text=message.text, logprobs=logprobs, finish_reason=finish))
-        if choices and self.want_prompt_logprobs and message.HasField("input"):
-            choices[0].prompt_logprobs = prompt_logprobs(message.input)
-        return [self._chunk([choice]) for choice in choices]
+            chunks.append(self._chunk([{"index": 0, "text": message.text, "logprobs": logprobs,
+                                        "finish_reason": finish}]))
+        if chunks and self.want_prompt_logprobs and message.HasField("input"):
+            chunks[0].choices[0].prompt_logprobs = prompt_logprobs(message.input)
+        return chunks
 
     def finish(self, finish: pb.Finish) -> list[Completion]:
-        return [self._chunk([], usage=usage(finish.usage))] if self.include_usage else []
+        return [self._chunk([], usage(finish.usage))] if self.include_usage else []
 
     def fail(self, error: ApiError) -> list[ErrorBody]:
         return [error.model()]
@@ -164,4 +168,4 @@ class CompletionStream:
         if prompt := next((c.prompt_logprobs for c in choices if c.prompt_logprobs is not None), None):
             choice.prompt_logprobs = prompt
         usages = [chunk.usage for chunk in chunks if chunk.usage is not None]
-        return self._chunk([choice], **({"usage": usages[-1]} if usages else {}))
+        return Completion(**self._head, choices=[choice], **({"usage": usages[-1]} if usages else {}))
