@@ -24,7 +24,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from mlxrpc.gateway.http.errors import from_rpc_error
 from mlxrpc.gateway.openai import translate
-from mlxrpc.gateway.openai.events import ChatStream, fold_chat
+from mlxrpc.gateway.openai.events import ChatStream, CompletionStream, fold_chat
 from mlxrpc.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxrpc.v1 import inference_pb2 as pb
 
@@ -373,13 +373,36 @@ def test_echo_of_token_ids_asks_for_the_prompt_text() -> None:
                       pb.TokenLogprob(token_id=7, token=" c", logprob=-2.0, text_offset=3)]),
         logprobs=[pb.TokenLogprob(token_id=9, token=" end", logprob=-0.5)],
         finish=pb.Finish(reason=pb.STOP_REASON_EOS))
-    out = translate.completion_response(reply, "cmpl-1", 0, body)
+    out = CompletionStream("cmpl-1", 0, body, include_usage=True).answer(reply).model_dump()
     choice = out["choices"][0]
     assert choice["text"] == "a b c end"
     assert choice["logprobs"]["tokens"] == ["a", " b", " c", " end"]
     assert choice["logprobs"]["token_logprobs"] == [None, -1.0, -2.0, -0.5]
     assert choice["logprobs"]["text_offset"] == [0, 1, 3, 5]
     assert not translate.completion_to_proto(CompletionRequest(prompt="x", logprobs=False), "i").options.logprobs
+
+
+def test_a_completion_is_the_fold_of_its_stream() -> None:
+    """The same generation, streamed token by token or answered whole, gives the same completion."""
+    body = CompletionRequest(prompt="a b", echo=True, logprobs=1, max_tokens=2)
+    prompt = pb.InputDetails(text="a b", logprobs=[pb.TokenLogprob(token=" b", logprob=-1.0, text_offset=1)])
+    tokens = [pb.TokenLogprob(token=" c", logprob=-0.5, text_offset=0, top=[pb.TopLogprob(token=" c", logprob=-0.5)]),
+              pb.TokenLogprob(token=" d", logprob=-0.25, text_offset=2)]  # offsets in the whole text
+    finish = pb.Finish(reason=pb.STOP_REASON_LENGTH, usage=pb.Usage(prompt_tokens=2, completion_tokens=2))
+    stream = CompletionStream("cmpl-1", 0, body, include_usage=True)
+    chunks = stream.start("m")
+    chunks += stream.feed(pb.GenerateStreamResponse(model="m", text=" c", logprobs=tokens[:1], input=prompt))
+    # A streamed token's text_offset counts from the start of its own message's text.
+    streamed = pb.TokenLogprob(token=" d", logprob=-0.25, text_offset=0)
+    chunks += stream.feed(pb.GenerateStreamResponse(text=" d", logprobs=[streamed], finish=finish))
+    chunks += stream.finish(finish)
+    assert len(chunks) == 4  # echo, two tokens, usage
+    reply = pb.GenerateResponse(model="m", text=" c d", logprobs=tokens, input=prompt, finish=finish)
+    whole = CompletionStream("cmpl-1", 0, body, include_usage=True).answer(reply)
+    assert stream.fold(chunks) == whole
+    assert whole.choices[0].text == "a b c d" and whole.choices[0].finish_reason == "length"
+    assert whole.choices[0].logprobs.text_offset == [0, 1, 3, 5]
+    assert whole.usage.total_tokens == 4
 
 
 def test_reasoning_and_context_length_stops_in_answers_and_chunks() -> None:

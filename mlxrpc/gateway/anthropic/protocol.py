@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, WithJsonSchema
 
+from ..http.answers import Count
 from ..http.body import Strict
 
 # Unions list the block form first, so a malformed block is reported as itself
@@ -174,9 +175,8 @@ class MessagesRequest(_Conversation):
 class CountTokensRequest(_Conversation):
     """The conversation alone: counting needs no sampling or stopping."""
 
-# ------------------------------------------------------------------ answers
 
-Count = Annotated[int, Field(ge=0)]
+# ------------------------------------------------------------------ answers
 
 
 class AnthropicErrorDetail(BaseModel):

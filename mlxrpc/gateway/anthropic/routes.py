@@ -12,6 +12,7 @@ import uuid
 
 from aiohttp import web
 
+from ..http.answers import json_answer
 from ..http.body import parse_body
 from ..http.context import REQUEST_ID, UPSTREAM, metadata
 from ..http.errors import ApiError, Dialect
@@ -38,8 +39,8 @@ def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     return pairs
 
 
-def _error_body(error: ApiError, request: web.Request) -> dict:
-    return {**translate.error_body(error), "request_id": request[REQUEST_ID]}
+def _error_body(error: ApiError, request: web.Request) -> AnthropicErrorBody:
+    return AnthropicErrorBody.model_validate({**translate.error_body(error), "request_id": request[REQUEST_ID]})
 
 
 # Failures before the first byte leave as Anthropic's error body with the mapped status.
@@ -59,7 +60,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     body = await parse_body(request, CountTokensRequest)
     reply = await request.app[UPSTREAM].inference.Tokenize(
         translate.count_tokens_request(body), metadata=_metadata(request))
-    return web.json_response({"input_tokens": len(reply.token_ids)})
+    return json_answer(TokenCount(input_tokens=len(reply.token_ids)))
 
 
 OPERATIONS = [

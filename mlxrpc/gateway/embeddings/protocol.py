@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from ..http.answers import Count
 from ..http.body import Strict
 
-Count = Annotated[int, Field(ge=0)]
 MAX_TOKEN_ID = 2**32 - 1
 _TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": MAX_TOKEN_ID}}
 _TEXT = {"type": "string", "minLength": 1}

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from ..http.answers import json_answer
 from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.errors import OPENAI
@@ -20,7 +21,7 @@ ERRORS = replace(OPENAI, renames=(("inputs", "input"),))
 async def embeddings(request: web.Request) -> web.Response:
     body = await parse_body(request, EmbeddingRequest)
     reply = await request.app[UPSTREAM].inference.Embed(to_proto(body), metadata=metadata(request))
-    return web.json_response(to_response(reply, body.encoding_format))
+    return json_answer(to_response(reply, body.encoding_format))
 
 
 OPERATIONS = [

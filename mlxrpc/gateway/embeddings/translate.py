@@ -8,7 +8,7 @@ from typing import Any
 
 from ...v1 import inference_pb2 as pb
 from ..http.errors import ApiError
-from .protocol import MAX_TOKEN_ID, EmbeddingRequest
+from .protocol import MAX_TOKEN_ID, Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
 
 def _bad(param: str, message: str) -> ApiError:
@@ -52,11 +52,10 @@ def encode(values: list[float], encoding_format: str | None) -> list[float] | st
     return list(values)
 
 
-def to_response(reply: pb.EmbedResponse, encoding_format: str | None) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": encode(list(e.values), encoding_format)}
-                 for i, e in enumerate(reply.embeddings)],
-        "model": reply.model,
-        "usage": {"prompt_tokens": reply.usage.prompt_tokens, "total_tokens": reply.usage.total_tokens},
-    }
+def to_response(reply: pb.EmbedResponse, encoding_format: str | None) -> EmbeddingList:
+    return EmbeddingList(
+        object="list",
+        data=[Embedding(object="embedding", index=i, embedding=encode(list(e.values), encoding_format))
+              for i, e in enumerate(reply.embeddings)],
+        model=reply.model,
+        usage=EmbeddingUsage(prompt_tokens=reply.usage.prompt_tokens, total_tokens=reply.usage.total_tokens))

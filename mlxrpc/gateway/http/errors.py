@@ -24,6 +24,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pydantic import BaseModel, ValidationError
 
+from .answers import json_answer
 from .context import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,19 @@ def error_type(status: int) -> str:
     return "invalid_request_error" if status < 500 else "server_error"
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: Literal["invalid_request_error", "server_error"]
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error body; also the payload of an in-band SSE error event."""
+
+    error: ErrorDetail
+
+
 class ApiError(Exception):
     """An error to answer with OpenAI's error body."""
 
@@ -96,31 +110,16 @@ class ApiError(Exception):
         if status in _NOT_RETRYABLE:
             self.headers.setdefault("x-should-retry", "false")
 
-    def body(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": error_type(self.status),
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+    def model(self) -> ErrorBody:
+        """OpenAI's error body."""
+        return ErrorBody(error=ErrorDetail(message=self.message, type=error_type(self.status), param=self.param,
+                                           code=self.code))
+
+    def body(self) -> dict[str, Any]:
+        return self.model().model_dump()
 
     def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, headers=self.headers)
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: Literal["invalid_request_error", "server_error"]
-    param: str | None
-    code: str | None
-
-
-class ErrorBody(BaseModel):
-    """OpenAI's error body; also the payload of an in-band SSE error event."""
-
-    error: ErrorDetail
+        return json_answer(self.model(), self.status, self.headers)
 
 
 def server_error() -> ApiError:
@@ -222,7 +221,7 @@ class Dialect:
     shows, the writer, and the proto field names its clients know by another name."""
 
     body: type[BaseModel]
-    write: Callable[[ApiError, web.Request], dict[str, Any]]
+    write: Callable[[ApiError, web.Request], BaseModel]
     # proto field name → REST name, in messages and params (the Embed RPC's ``inputs`` is REST's ``input``).
     renames: tuple[tuple[str, str], ...] = ()
 
@@ -235,7 +234,7 @@ class Dialect:
 
     def respond(self, error: ApiError, request: web.Request) -> web.Response:
         error = self.renamed(error)
-        return web.json_response(self.write(error, request), status=error.status, headers=error.headers)
+        return json_answer(self.write(error, request), error.status, error.headers)
 
     def middleware(self, handlers: Collection[Handler] | None = None) -> Callable:
         """Answers every failure of ``handlers`` (of any route when None, aiohttp's
@@ -260,4 +259,4 @@ class Dialect:
         return errors
 
 
-OPENAI = Dialect(ErrorBody, lambda error, _request: error.body())
+OPENAI = Dialect(ErrorBody, lambda error, _request: error.model())

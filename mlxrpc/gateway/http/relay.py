@@ -27,7 +27,8 @@ from .errors import ApiError, from_rpc_error, server_error
 
 log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
+# An API's event: a JSON dict or its protocol model; only the builder's own encode reads it.
+Event = Any
 
 
 class EventBuilder(Protocol):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..http.answers import Count
 from ..http.body import Strict
-
-Count = Annotated[int, Field(ge=0)]
 
 
 class McpExecuteBody(Strict):
@@ -52,3 +51,9 @@ class McpExecuteResult(BaseModel):
     content: str
     is_error: bool
     error_message: str | None
+
+
+class McpHealth(BaseModel):
+    connected: int = Field(ge=0, description="enabled MCP servers that are connected")
+    total: int = Field(ge=0, description="enabled MCP servers")
+    tools: int = Field(ge=0, description="tools of the connected servers")

@@ -7,19 +7,19 @@ needs the key whenever the server has keys.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import grpc
 from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
 from ...v1 import inference_pb2_grpc as pb_grpc
+from ..http.answers import json_answer
 from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.errors import ApiError
 from ..http.operations import BODY_ERRORS, COMMON_ERRORS, Operation
 from . import translate
-from .protocol import McpExecuteBody, McpExecuteResult, McpServerList, McpToolList
+from .protocol import McpExecuteBody, McpExecuteResult, McpHealth, McpServerList, McpToolList
 
 
 def _stub(request: web.Request) -> pb_grpc.McpStub:
@@ -30,12 +30,12 @@ async def list_tools(request: web.Request) -> web.Response:
     """``?server=NAME`` lists one server's tools."""
     reply = await _stub(request).ListMcpTools(
         pb.ListMcpToolsRequest(server_label=request.query.get("server", "")), metadata=metadata(request))
-    return web.json_response(translate.tools_response(reply))
+    return json_answer(translate.tools_response(reply))
 
 
 async def list_servers(request: web.Request) -> web.Response:
     reply = await _stub(request).ListMcpServers(pb.ListMcpServersRequest(), metadata=metadata(request))
-    return web.json_response(translate.servers_response(reply))
+    return json_answer(translate.servers_response(reply))
 
 
 async def execute(request: web.Request) -> web.Response:
@@ -46,16 +46,16 @@ async def execute(request: web.Request) -> web.Response:
     arguments = body.arguments if isinstance(body.arguments, str) else json.dumps(body.arguments or {})
     reply = await _stub(request).CallMcpTool(pb.CallMcpToolRequest(name=name, arguments_json=arguments),
                                              metadata=metadata(request))
-    return web.json_response(translate.execute_response(reply))
+    return json_answer(translate.execute_response(reply))
 
 
-async def health_status(request: web.Request) -> dict[str, Any]:
-    """The ``mcp`` part of /health; empty without MCP servers, or when the engine will not say."""
+async def health_status(request: web.Request) -> McpHealth | None:
+    """The ``mcp`` part of /health; None without MCP servers, or when the engine will not say."""
     try:
         reply = await _stub(request).ListMcpServers(pb.ListMcpServersRequest(), metadata=metadata(request),
                                                     timeout=2.0)
     except grpc.aio.AioRpcError:  # e.g. API keys are set and the probe sends none
-        return {}
+        return None
     return translate.health(reply)
 
 

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ...v1 import inference_pb2 as pb
+from .protocol import McpExecuteResult, McpHealth, McpServerInfo, McpServerList, McpToolInfo, McpToolList
 
 _STATES = {
     pb.MCP_SERVER_STATE_CONNECTING: "connecting",
@@ -21,44 +22,38 @@ _STATES = {
 }
 
 
-def tool_object(tool: pb.McpTool) -> dict[str, Any]:
-    return {"name": tool.name, "description": tool.description, "server": tool.server,
-            "parameters": json.loads(tool.parameters_json or "{}")}
+def tool_object(tool: pb.McpTool) -> McpToolInfo:
+    return McpToolInfo(name=tool.name, description=tool.description, server=tool.server,
+                       parameters=json.loads(tool.parameters_json or "{}"))
 
 
-def tools_response(reply: pb.ListMcpToolsResponse) -> dict[str, Any]:
-    return {"tools": [tool_object(t) for t in reply.tools], "count": len(reply.tools)}
+def tools_response(reply: pb.ListMcpToolsResponse) -> McpToolList:
+    return McpToolList(tools=[tool_object(t) for t in reply.tools], count=len(reply.tools))
 
 
-def server_object(server: pb.McpServer) -> dict[str, Any]:
-    return {
-        "name": server.name,
-        "transport": server.transport,
-        "state": _STATES.get(server.state, "connecting"),
-        "connected": server.state == pb.MCP_SERVER_STATE_CONNECTED,
-        "tools_count": server.tool_count,
-        "error": server.last_error or None,
-        "reconnects": server.reconnects,
-    }
+def server_object(server: pb.McpServer) -> McpServerInfo:
+    return McpServerInfo(name=server.name, transport=server.transport,
+                         state=_STATES.get(server.state, "connecting"),
+                         connected=server.state == pb.MCP_SERVER_STATE_CONNECTED, tools_count=server.tool_count,
+                         error=server.last_error or None, reconnects=server.reconnects)
 
 
-def servers_response(reply: pb.ListMcpServersResponse) -> dict[str, Any]:
-    return {"servers": [server_object(s) for s in reply.servers], "count": len(reply.servers)}
+def servers_response(reply: pb.ListMcpServersResponse) -> McpServerList:
+    return McpServerList(servers=[server_object(s) for s in reply.servers], count=len(reply.servers))
 
 
-def health(reply: pb.ListMcpServersResponse) -> dict[str, Any]:
-    """The ``mcp`` part of /health (disabled servers left out); empty without configured servers."""
+def health(reply: pb.ListMcpServersResponse) -> McpHealth | None:
+    """The ``mcp`` part of /health (disabled servers left out); None without configured servers."""
     if not reply.servers:
-        return {}
+        return None
     enabled = [s for s in reply.servers if s.state != pb.MCP_SERVER_STATE_DISABLED]
     connected = [s for s in enabled if s.state == pb.MCP_SERVER_STATE_CONNECTED]
-    return {"mcp": {"connected": len(connected), "total": len(enabled),
-                    "tools": sum(s.tool_count for s in connected)}}
+    return McpHealth(connected=len(connected), total=len(enabled), tools=sum(s.tool_count for s in connected))
 
 
-def execute_response(reply: pb.CallMcpToolResponse) -> dict[str, Any]:
-    return {"tool_name": reply.name, "content": reply.content, "is_error": reply.is_error,
-            "error_message": reply.error_message or None}
+def execute_response(reply: pb.CallMcpToolResponse) -> McpExecuteResult:
+    return McpExecuteResult(tool_name=reply.name, content=reply.content, is_error=reply.is_error,
+                            error_message=reply.error_message or None)
 
 
 def mcp_calls(events: list[pb.ToolEvent]) -> list[dict[str, Any]]:

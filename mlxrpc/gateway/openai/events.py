@@ -6,9 +6,17 @@ from typing import Any
 
 from ...v1 import inference_pb2 as pb
 from ..http import sse
-from ..http.errors import ApiError
+from ..http.answers import sse_data
+from ..http.errors import ApiError, ErrorBody
 from ..mcp.translate import McpCallDeltas
-from .protocol import ChatCompletionRequest, CompletionRequest
+from .protocol import (
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    Usage,
+)
 from .translate import (
     call_deltas,
     chat_logprobs,
@@ -101,7 +109,8 @@ class ChatStream:
             chunks += [self._chunk(delta) for delta in call_deltas(unsent, self.legacy, first)]
             chunks.append(self._chunk({}, finish_reason(finish, self.legacy)))
         if self.include_usage:
-            chunks.append(usage_chunk(self.id, self.created, self.model, "chat.completion.chunk", finish.usage))
+            chunks.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                           "model": self.model, "choices": [], "usage": usage(finish.usage).model_dump()})
         return chunks
 
     def fail(self, error: ApiError) -> list[dict]:
@@ -163,41 +172,41 @@ def fold_chat(events: list[dict[str, Any]], stream: ChatStream, body: ChatComple
     return out
 
 
-def completion_chunk(completion_id: str, created: int, model: str, text: str,
-                     finish: str | None = None,
-                     logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "id": completion_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-    }
-
-
 class CompletionStream:
     """StreamGenerate messages → text_completion chunks; with echo, the prompt
-    (from the first message's InputDetails) comes first (a relay.EventBuilder)."""
+    (from the first message's InputDetails) comes first (a relay.EventBuilder).
+    The non-streamed answer is the fold of the chunks of its one message."""
 
     done = sse.DONE
-    encode = staticmethod(sse.encode)
+    encode = staticmethod(sse_data)
 
-    def __init__(self, completion_id: str, created: int, body: CompletionRequest) -> None:
-        self.id, self.created, self.model = completion_id, created, body.model
+    def __init__(self, completion_id: str, created: int, body: CompletionRequest, *,
+                 include_usage: bool | None = None) -> None:
+        self.id, self.created = completion_id, created
         self.echo, self.want_logprobs = body.echo, wants_logprobs(body)
-        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.want_prompt_logprobs = body.prompt_logprobs is not None  # refused with stream=true
+        if include_usage is None:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.include_usage = include_usage
         self.offset = 0
+        self._head: dict[str, Any] = {}
 
-    def start(self, model: str) -> list[dict]:
-        self.model = model
+    def _chunk(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> Completion:
+        # Validated from one dict: a single call into pydantic-core per token, the cheapest way to a model.
+        if usage is None:  # left unset, so that mid-stream chunks carry no "usage"
+            return Completion.model_validate({**self._head, "choices": choices})
+        return Completion.model_validate({**self._head, "choices": choices, "usage": usage})
+
+    def start(self, model: str) -> list[Completion]:
+        self._head = {"id": self.id, "object": "text_completion", "created": self.created, "model": model}
         return []
 
-    def feed(self, message: pb.GenerateStreamResponse) -> list[dict]:
+    def feed(self, message: pb.GenerateStreamResponse) -> list[Completion]:
         chunks = []
         if self.echo and message.HasField("input"):
             logprobs = echo_logprobs(message.input) if self.want_logprobs else None
-            chunks.append(completion_chunk(self.id, self.created, self.model, message.input.text,
-                                           None, logprobs))
+            chunks.append(self._chunk([{"index": 0, "text": message.input.text, "logprobs": logprobs,
+                                        "finish_reason": None}]))
             self.offset = len(message.input.text)
         finish = finish_reason(message.finish) if message.HasField("finish") else None
         if message.text or finish or message.logprobs:
@@ -205,20 +214,36 @@ class CompletionStream:
             if self.want_logprobs:
                 logprobs = completion_logprobs(list(message.logprobs), self.offset)
             self.offset += len(message.text)
-            chunks.append(completion_chunk(self.id, self.created, self.model, message.text,
-                                           finish, logprobs))
+            chunks.append(self._chunk([{"index": 0, "text": message.text, "logprobs": logprobs,
+                                        "finish_reason": finish}]))
+        if chunks and self.want_prompt_logprobs and message.HasField("input"):
+            chunks[0].choices[0].prompt_logprobs = prompt_logprobs(message.input)
         return chunks
 
-    def finish(self, finish: pb.Finish) -> list[dict]:
-        if not self.include_usage:
-            return []
-        return [usage_chunk(self.id, self.created, self.model, "text_completion", finish.usage)]
+    def finish(self, finish: pb.Finish) -> list[Completion]:
+        return [self._chunk([], usage(finish.usage))] if self.include_usage else []
 
-    def fail(self, error: ApiError) -> list[dict]:
-        return [error.body()]
+    def fail(self, error: ApiError) -> list[ErrorBody]:
+        return [error.model()]
 
+    def answer(self, reply: pb.GenerateResponse) -> Completion:
+        """The non-streamed answer: the fold of the stream that is the reply as one message."""
+        message = pb.GenerateStreamResponse(model=reply.model, text=reply.text, logprobs=reply.logprobs,
+                                            finish=reply.finish)
+        if reply.HasField("input"):
+            message.input.CopyFrom(reply.input)
+        return self.fold(self.start(reply.model) + self.feed(message) + self.finish(reply.finish))
 
-def usage_chunk(completion_id: str, created: int, model: str, obj: str,
-                u: pb.Usage) -> dict[str, Any]:
-    return {"id": completion_id, "object": obj, "created": created, "model": model,
-            "choices": [], "usage": usage(u)}
+    def fold(self, chunks: list[Completion]) -> Completion:
+        """One completion from its chunks: texts and logprobs joined, the last finish reason, the usage."""
+        choices = [chunk.choices[0] for chunk in chunks if chunk.choices]
+        logprobs = [c.logprobs for c in choices if c.logprobs is not None]
+        choice = CompletionChoice(
+            index=0, text="".join(c.text for c in choices),
+            logprobs=CompletionLogprobs(**{field: [x for part in logprobs for x in getattr(part, field)]
+                                           for field in CompletionLogprobs.model_fields}) if logprobs else None,
+            finish_reason=next((c.finish_reason for c in reversed(choices) if c.finish_reason), None))
+        if prompt := next((c.prompt_logprobs for c in choices if c.prompt_logprobs is not None), None):
+            choice.prompt_logprobs = prompt
+        usages = [chunk.usage for chunk in chunks if chunk.usage is not None]
+        return Completion(**self._head, choices=[choice], **({"usage": usages[-1]} if usages else {}))

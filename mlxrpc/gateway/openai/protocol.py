@@ -175,9 +175,9 @@ class LoadModelBody(Strict):
 
 
 
-# ------------------------------------------------- responses (docs/openapi.json)
-# What the sidecar answers, for the OpenAPI document and schemathesis'
-# response checks; the handlers build plain dicts (translate.py).
+# ------------------------------------------------- answers (docs/openapi.json)
+# What the sidecar answers: the OpenAPI document, schemathesis' response checks,
+# and the serializers of completions, models and usage (http/answers.py).
 
 FinishReason = Literal["stop", "length", "tool_calls", "function_call"]
 

@@ -8,6 +8,7 @@ import uuid
 from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
+from ..http.answers import json_answer
 from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.operations import BODY_ERRORS, COMMON_ERRORS, Operation
@@ -45,22 +46,20 @@ async def completions(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     if not body.stream:
         reply = await request.app[UPSTREAM].inference.Generate(proto, metadata=metadata(request))
-        return web.json_response(translate.completion_response(reply, completion_id, created, body))
+        return json_answer(CompletionStream(completion_id, created, body, include_usage=True).answer(reply))
     return await relay(request, proto, CompletionStream(completion_id, created, body), metadata(request))
 
 
 async def list_models(request: web.Request) -> web.Response:
     reply = await request.app[UPSTREAM].inference.ListModels(
         pb.ListModelsRequest(), metadata=metadata(request))
-    return web.json_response(
-        {"object": "list", "data": [translate.model_object(m) for m in reply.models]}
-    )
+    return json_answer(ModelList(object="list", data=[translate.model_object(m) for m in reply.models]))
 
 
 async def get_model(request: web.Request) -> web.Response:
     model = await request.app[UPSTREAM].inference.ModelInfo(
         pb.ModelInfoRequest(model=request.match_info["model"]), metadata=metadata(request))
-    return web.json_response(translate.model_object(model))
+    return json_answer(translate.model_object(model))
 
 
 async def load_model(request: web.Request) -> web.Response:
@@ -68,14 +67,14 @@ async def load_model(request: web.Request) -> web.Response:
     body = await parse_body(request, LoadModelBody)
     model = await request.app[UPSTREAM].inference.LoadModel(
         pb.LoadModelRequest(source=body.model, id=body.id or ""), metadata=metadata(request))
-    return web.json_response(translate.model_object(model), status=201)
+    return json_answer(translate.model_object(model), status=201)
 
 
 async def unload_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model"]
     await request.app[UPSTREAM].inference.UnloadModel(
         pb.UnloadModelRequest(model=model_id), metadata=metadata(request))
-    return web.json_response({"id": model_id, "object": "model", "deleted": True})
+    return json_answer(DeletedModel(id=model_id, object="model", deleted=True))
 
 
 OPERATIONS = [

@@ -11,7 +11,17 @@ from typing import Any
 
 from ...v1 import inference_pb2 as pb
 from ..http.errors import ApiError
-from .protocol import MAX_UINT32, ChatCompletionRequest, CompletionRequest, McpToolDefinition, Message, Sampling
+from .protocol import (
+    MAX_UINT32,
+    ChatCompletionRequest,
+    CompletionLogprobs,
+    CompletionRequest,
+    McpToolDefinition,
+    Message,
+    ModelObject,
+    Sampling,
+    Usage,
+)
 
 FINISH_REASONS = {
     pb.STOP_REASON_LENGTH: "length",
@@ -206,14 +216,11 @@ def wants_logprobs(body: CompletionRequest) -> bool:
 # ----------------------------------------------------------------- responses
 
 
-def usage(u: pb.Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    }
+def usage(u: pb.Usage) -> Usage:
+    return Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                 total_tokens=u.prompt_tokens + u.completion_tokens,
+                 prompt_tokens_details={"cached_tokens": u.cached_tokens},
+                 completion_tokens_details={"reasoning_tokens": u.reasoning_tokens})
 
 
 def finish_reason(finish: pb.Finish, legacy_functions: bool = False) -> str:
@@ -238,30 +245,19 @@ def chat_logprobs(items: list[pb.TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(items: list[pb.TokenLogprob], offset: int) -> dict[str, Any]:
+def completion_logprobs(items: list[pb.TokenLogprob], offset: int) -> CompletionLogprobs:
     """``offset``: characters before the generated text (an echoed prompt)."""
-    return {
-        "tokens": [lp.token for lp in items],
-        "token_logprobs": [lp.logprob for lp in items],
-        "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in items],
-        "text_offset": [offset + lp.text_offset for lp in items],
-    }
+    return CompletionLogprobs(tokens=[lp.token for lp in items], token_logprobs=[lp.logprob for lp in items],
+                              top_logprobs=[{t.token: t.logprob for t in lp.top} for lp in items],
+                              text_offset=[offset + lp.text_offset for lp in items])
 
 
-def echo_logprobs(prompt: pb.InputDetails) -> dict[str, Any]:
+def echo_logprobs(prompt: pb.InputDetails) -> CompletionLogprobs:
     """The prompt's tokens as OpenAI's echo shows them: the first one has no logprob."""
     rest = completion_logprobs(list(prompt.logprobs), 0)
     first = prompt.text[: prompt.logprobs[0].text_offset] if prompt.logprobs else prompt.text
-    return {
-        "tokens": [first, *rest["tokens"]],
-        "token_logprobs": [None, *rest["token_logprobs"]],
-        "top_logprobs": [None, *rest["top_logprobs"]],
-        "text_offset": [0, *rest["text_offset"]],
-    }
-
-
-def _joined(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {key: a[key] + b[key] for key in a}
+    return CompletionLogprobs(tokens=[first, *rest.tokens], token_logprobs=[None, *rest.token_logprobs],
+                              top_logprobs=[None, *rest.top_logprobs], text_offset=[0, *rest.text_offset])
 
 
 def prompt_logprobs(prompt: pb.InputDetails) -> list[dict[str, Any] | None]:
@@ -294,42 +290,16 @@ def call_deltas(calls: Any, legacy_functions: bool, first: int = 0) -> list[dict
     return deltas
 
 
-def completion_response(r: pb.GenerateResponse, completion_id: str, created: int,
-                        body: CompletionRequest) -> dict[str, Any]:
-    echo = r.input.text if body.echo else ""
-    logprobs = None
-    if wants_logprobs(body):
-        logprobs = completion_logprobs(list(r.logprobs), len(echo))
-        if body.echo:
-            logprobs = _joined(echo_logprobs(r.input), logprobs)
-    choice: dict[str, Any] = {"index": 0, "text": echo + r.text, "logprobs": logprobs,
-                              "finish_reason": finish_reason(r.finish)}
-    if body.prompt_logprobs is not None:
-        choice["prompt_logprobs"] = prompt_logprobs(r.input)
-    return {
-        "id": completion_id,
-        "object": "text_completion",
-        "created": created,
-        "model": r.model,
-        "choices": [choice],
-        "usage": usage(r.finish.usage),
-    }
-
-
-def model_object(m: pb.Model) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "object": "model",
-        "created": m.created,
-        "owned_by": "mlxrpc",
-        "kind": pb.ModelKind.Name(m.kind).removeprefix("MODEL_KIND_").lower(),
-        "aliases": list(m.aliases),
-        "context_length": m.context_length,
-        "quantization": m.quantization,
-        "capabilities": list(m.capabilities),
-        **({"embedding_dimensions": m.embedding_dimensions} if m.embedding_dimensions else {}),
-        **({"parallelism": parallelism(m)} if m.HasField("parallelism") else {}),
-    }
+def model_object(m: pb.Model) -> ModelObject:
+    optional: dict[str, Any] = {}
+    if m.embedding_dimensions:
+        optional["embedding_dimensions"] = m.embedding_dimensions
+    if m.HasField("parallelism"):
+        optional["parallelism"] = parallelism(m)
+    return ModelObject(id=m.id, object="model", created=m.created, owned_by="mlxrpc",
+                       kind=pb.ModelKind.Name(m.kind).removeprefix("MODEL_KIND_").lower(),
+                       aliases=list(m.aliases), context_length=m.context_length, quantization=m.quantization,
+                       capabilities=list(m.capabilities), **optional)
 
 
 def parallelism(m: pb.Model) -> dict[str, Any]:

@@ -6,13 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..mcp.protocol import McpHealth
 from ..openai.protocol import Parallelism
-
-
-class McpHealth(BaseModel):
-    connected: int = Field(ge=0, description="enabled MCP servers that are connected")
-    total: int = Field(ge=0, description="enabled MCP servers")
-    tools: int = Field(ge=0, description="tools of the connected servers")
 
 
 class HealthStatus(BaseModel):

@@ -8,6 +8,7 @@ import grpc
 from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
+from ..http.answers import json_answer
 from ..http.context import UPSTREAM, metadata
 from ..http.errors import ApiError
 from ..http.operations import COMMON_ERRORS, Operation
@@ -29,21 +30,22 @@ async def health(request: web.Request) -> web.Response:
     serving = await request.app[UPSTREAM].serving(model)
     if serving is None:  # a model the engine has never heard of: not one that is loading
         raise ApiError(404, f"the model '{model}' does not exist", param="model", code="model_not_found")
-    if serving:
-        return web.json_response({"status": "ok", **await parallelism_status(request),
-                                  **await health_status(request)})
-    return web.json_response({"status": "unavailable"}, status=503)
+    if not serving:
+        return json_answer(HealthStatus(status="unavailable"), status=503)
+    mcp = await health_status(request)
+    split = await parallelism_status(request)
+    return json_answer(HealthStatus(status="ok", **({"mcp": mcp} if mcp is not None else {}),
+                                    **({"parallelism": split} if split is not None else {})))
 
 
-async def parallelism_status(request: web.Request) -> dict[str, Any]:
+async def parallelism_status(request: web.Request) -> dict[str, Any] | None:
     """The ``parallelism`` part of /health: how the served model is split over a distributed world."""
     try:
         reply = await request.app[UPSTREAM].inference.ListModels(pb.ListModelsRequest(), metadata=metadata(request),
                                                                  timeout=2.0)
     except grpc.aio.AioRpcError:  # e.g. API keys are set and the probe sends none
-        return {}
-    split = next((parallelism(m) for m in reply.models if m.HasField("parallelism")), None)
-    return {"parallelism": split} if split else {}
+        return None
+    return next((parallelism(m) for m in reply.models if m.HasField("parallelism")), None)
 
 
 OPERATIONS = [

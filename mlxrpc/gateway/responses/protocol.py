@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag
 
+from ..http.answers import Count
 from ..http.body import Strict
 
 
@@ -225,9 +226,8 @@ class ResponsesRequest(Strict):
     # mlx/vLLM extension: per-request seed.
     seed: int | None = Field(default=None, ge=0)
 
-# ------------------------------------------------------------------ answers
 
-Count = Annotated[int, Field(ge=0)]
+# ------------------------------------------------------------------ answers
 
 
 class OutputTextContent(BaseModel):

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
 from ...v1 import inference_pb2_grpc as pb_grpc
+from ..http.answers import json_answer
 from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.errors import from_rpc_error
@@ -105,7 +106,7 @@ async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["response_id"]
     await _store(request).DeleteResponse(pb.DeleteResponseRequest(id=response_id),
                                          metadata=metadata(request))
-    return web.json_response({"id": response_id, "object": "response", "deleted": True})
+    return json_answer(DeletedResponse(id=response_id, object="response", deleted=True))
 
 
 OPERATIONS = [

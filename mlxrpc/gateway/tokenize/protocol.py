@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from ..http.answers import Count
 from ..http.body import Strict
 from ..openai.protocol import Message, ToolDefinition
 
-Count = Annotated[int, Field(ge=0)]
 TokenId = Annotated[int, Field(ge=0, lt=2**32)]
 
 

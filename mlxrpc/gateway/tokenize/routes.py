@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from ...v1 import inference_pb2 as pb
+from ..http.answers import json_answer
 from ..http.body import parse_body
 from ..http.context import UPSTREAM, metadata
 from ..http.operations import BODY_ERRORS, Operation
@@ -22,14 +23,14 @@ async def tokenize(request: web.Request) -> web.Response:
         stub.Tokenize(proto, metadata=metadata(request)),
         stub.ModelInfo(pb.ModelInfoRequest(model=proto.model), metadata=metadata(request)),
     )
-    return web.json_response(tokenize_response(reply, model, bool(body.return_token_strs)))
+    return json_answer(tokenize_response(reply, model, bool(body.return_token_strs)))
 
 
 async def detokenize(request: web.Request) -> web.Response:
     body = await parse_body(request, DetokenizeBody)
     reply = await request.app[UPSTREAM].inference.Detokenize(
         detokenize_to_proto(body), metadata=metadata(request))
-    return web.json_response({"prompt": reply.text})
+    return json_answer(DetokenizeResult(prompt=reply.text))
 
 
 # vLLM serves these at the root; the /v1 twins serve clients that join paths to a /v1 base URL.

@@ -7,12 +7,11 @@ a count is never silently wrong.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ...v1 import inference_pb2 as pb
 from ..http.errors import ApiError
 from ..openai.translate import to_message
-from .protocol import DetokenizeBody, TokenizeBody
+from .protocol import DetokenizeBody, TokenizeBody, TokenizeResult
 
 
 def _bad(param: str, message: str) -> ApiError:
@@ -48,13 +47,9 @@ def tokenize_to_proto(body: TokenizeBody) -> pb.TokenizeRequest:
     return request
 
 
-def tokenize_response(reply: pb.TokenizeResponse, model: pb.Model, token_strs: bool) -> dict[str, Any]:
-    return {
-        "count": len(reply.token_ids),
-        "max_model_len": model.context_length,
-        "tokens": list(reply.token_ids),
-        "token_strs": list(reply.tokens) if token_strs else None,
-    }
+def tokenize_response(reply: pb.TokenizeResponse, model: pb.Model, token_strs: bool) -> TokenizeResult:
+    return TokenizeResult(count=len(reply.token_ids), max_model_len=model.context_length,
+                          tokens=list(reply.token_ids), token_strs=list(reply.tokens) if token_strs else None)
 
 
 def detokenize_to_proto(body: DetokenizeBody) -> pb.DetokenizeRequest:
