@@ -279,7 +279,7 @@ class EngineCore:
             if p.request.stopping.min_tokens and p.stop_on:
                 processors.append(min_tokens_processor(p.stop_on, p.request.stopping.min_tokens))
             if p.grammar is not None:
-                processors.append(GrammarProcessor(p.grammar, p.model.vocab_size, p.grammar_after))
+                processors.append(GrammarProcessor(p.grammar, p.model.vocab_size))
             batch = self._batch_for(p.model)
             row.uid, cached = batch.insert(
                 p.prompt_ids, max_tokens=p.max_tokens, sampling=p.sampling,

@@ -112,8 +112,13 @@ class OutputProcessor:
 
     def _answer(self, chunk: Chunk, text: str) -> None:
         """Answer text, less any tool-call markup (held for parsing at the end)."""
-        if text:
-            chunk.text += self._tools.feed(text) if self._tools is not None else text
+        if not text:
+            return
+        if self._tools is None:
+            chunk.text += text
+            return
+        chunk.text += self._tools.feed(text)
+        chunk.tool_call_deltas += self._tools.deltas()
 
     def _finish(self, chunk: Chunk, reason: StopReason, stop_sequence: str, token: int, now: float) -> None:
         if reason is not StopReason.STOP_SEQUENCE:
@@ -132,15 +137,13 @@ class OutputProcessor:
             self._answer(chunk, answer)
         tool_calls = []
         if self._tools is not None:
-            held = self._tools.flush()
-            tool_calls, unparsed = self._tools.calls()
-            if reason in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH):
-                # A call cut off by the budget (even mid-marker): reported as no
-                # call, its markup kept out of content.
-                held, tool_calls, unparsed = "", [], ""
-            chunk.text += held
-            chunk.text += unparsed
-            if tool_calls:
+            # A call cut off by the budget keeps what was written, and the
+            # reason stays the budget's; its markup never shows as content.
+            cut = reason in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH)
+            tool_calls, text, deltas = self._tools.finish(cut)
+            chunk.text += text
+            chunk.tool_call_deltas += deltas
+            if tool_calls and not cut:
                 reason = StopReason.TOOL_CALLS
         chunk.finish = self._finish_record(reason, stop_sequence, token, now)
         chunk.finish.tool_calls = tool_calls

@@ -21,8 +21,9 @@ from .stopping import StopStringMatcher
 class ReasoningFormat:
     start: str
     end: str
-    # The end marker's token ids: grammars start after them.
+    # The markers' token ids (one id: a grammar names the marker by it).
     end_tokens: tuple[int, ...]
+    start_tokens: tuple[int, ...] = ()
 
 
 def reasoning_format(tokenizer: Any) -> ReasoningFormat | None:
@@ -32,7 +33,8 @@ def reasoning_format(tokenizer: Any) -> ReasoningFormat | None:
     start, end = tokenizer.think_start, tokenizer.think_end
     if not start or not end:
         return None
-    return ReasoningFormat(start, end, tuple(tokenizer.think_end_tokens or ()))
+    return ReasoningFormat(start, end, tuple(tokenizer.think_end_tokens or ()),
+                           tuple(tokenizer.think_start_tokens or ()))
 
 
 def starts_in_reasoning(fmt: ReasoningFormat, prompt_text: str) -> bool:
