@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 _FUNCTION = re.compile(r"<function=([^>\n]+)>")
 _PARAMETER = re.compile(r"<parameter=([^>\n]+)>")
 _CLOSE = "</parameter>"
-_INTEGER = r"/-?(0|[1-9][0-9]{0,17})/"
-_NUMBER = r"/-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,17})?([eE][+-]?[0-9]{1,3})?/"
 
 
 def _properties(tools: list[dict[str, Any]] | None, name: str) -> dict[str, Any]:
@@ -94,12 +92,7 @@ def _value_lark(schema: Any) -> str:
             return f"/[^\\n]{{{int(schema.get('minLength', 0))},{int(schema['maxLength'])}}}/"
         # Free text up to the closing tag (which the stop consumes).
         return f"value_text\nvalue_text[stop={json.dumps(chr(10) + _CLOSE)}]: /(?s:.*)/"
-    if kind == "integer":
-        return _INTEGER
-    if kind == "number":
-        return _NUMBER
-    if kind == "boolean":
-        return '"true" | "false"'
+    # Numbers, booleans, objects, arrays: their JSON text, bounds and all.
     return json_lark(schema if isinstance(schema, dict) else {})
 
 

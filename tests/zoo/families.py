@@ -196,6 +196,32 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "turns before the last user query is dropped.",
     ),
     Family(
+        name="qwen3-coder", vocab="qwen2", template="Qwen3-Coder.jinja", architecture="qwen3",
+        added=QWEN3_ADDED, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        eos_token_ids=[151645, 151643], add_bos=False,
+        expect=Expect("qwen3_coder", ("<think>", "</think>")),
+        config={"rope_theta": 10000000.0, "max_position_embeddings": 262144,
+                "bos_token_id": 151643, "eos_token_id": 151645},
+        notes="Qwen3's tokenizer (the real Qwen3-Coder ships the same 26 added tokens) with "
+              "Qwen3-Coder's template; architecture qwen3 stands in for qwen3_moe. Tools are "
+              "listed as XML; calls are <tool_call><function=NAME><parameter=KEY>VALUE"
+              "</parameter></function></tool_call>, values bare text. The template has no "
+              "thinking, but the vocabulary's <think> makes mlx-lm report it.",
+    ),
+    Family(
+        name="qwen3.5", vocab="qwen35", template="Qwen3.5-4B.jinja", architecture="qwen3",
+        added=QWEN3_ADDED, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        eos_token_ids=[151645, 151643], add_bos=False,
+        expect=Expect("qwen3_coder", ("<think>", "</think>")),
+        config={"rope_theta": 10000000.0, "max_position_embeddings": 262144,
+                "bos_token_id": 151643, "eos_token_id": 151645},
+        notes="llama.cpp's qwen35 vocab file (Qwen3.5's pre-tokenizer on Qwen2's 151643 "
+              "merges) with Qwen3's added tokens at Qwen3's ids as a stand-in (the real "
+              "checkpoint's added tokens are not in the file); architecture qwen3 stands in "
+              "for the hybrid qwen3_5. Calls are Qwen3-Coder's XML; the generation prompt "
+              "opens <think>\\n unless enable_thinking is false.",
+    ),
+    Family(
         name="llama3.1", vocab="llama-bpe", template="meta-llama-Llama-3.1-8B-Instruct.jinja",
         architecture="llama", added=LLAMA31_ADDED, bos_token="<|begin_of_text|>",
         eos_token="<|eot_id|>", pad_token=None, eos_token_ids=[128001, 128008, 128009],
