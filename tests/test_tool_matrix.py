@@ -16,14 +16,18 @@ from typing import Any
 import jsonschema
 import pytest
 
+from mlxrpc.engine.harmony import HarmonyReader, harmony_tokens
 from mlxrpc.engine.tools import ToolCallExtractor, tool_format
 from mlxrpc.engine.types import (
     ChatPrompt,
     Chunk,
     GenerationRequest,
+    ResponseFormat,
     SamplingParams,
     StoppingParams,
     StopReason,
+    ToolCall,
+    ToolCallDelta,
     ToolChoice,
 )
 
@@ -50,6 +54,8 @@ NATIVE = {
     "llama3.1": ("bare json", '{"name": "get_weather", "parameters": {"city": "Paris", "days": 2}}'),
     "qwen3-coder": ("xml parameters", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                                       "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
+    "gpt-oss": ("harmony", '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>'
+                           '{"city": "Paris", "days": 2}'),
     "qwen3.5": ("xml parameters", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                                   "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
 }
@@ -123,8 +129,9 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
     raw = stack.engine.registry.get(family).tokenizer.decode(
         [t for c in chunks for t in c.token_ids], skip_special_tokens=False)
     opener = {"json in tags": "<tool_call>\n{\"name\": ", "bare json": "{\"name\": ",
+              "harmony": f"<|channel|>commentary to=functions.{call.name} <|constrain|>json<|message|>{{",
               "xml parameters": f"<tool_call>\n<function={call.name}>\n"}[kind]
-    assert raw.lstrip().startswith(opener), raw
+    assert raw.lstrip().startswith(opener) or kind == "harmony" and "<|channel|>analysis" in raw, raw
 
 
 @pytest.mark.parametrize("family", sorted(THINKING))
@@ -169,31 +176,50 @@ def test_native_call_text_is_parsed(stack: Stack, family: str, lead: str) -> Non
     (A regex response format cannot make the model write it: llguidance offers a
     marker's added token for its text, then cannot consume it; see the report.)"""
     kind, native = NATIVE[family]
-    if kind == "bare json" and lead:
-        lead = ""  # Llama's call is the whole answer
     model = stack.engine.registry.get(family)
-    fmt = tool_format(model.tokenizer)
-    assert fmt is not None
-    ids = model.tokenizer.encode(lead + native, add_special_tokens=False)
-    if fmt.start:
-        assert set(fmt.start_tokens) <= set(ids)  # the markers are their own tokens
-    detokenizer = model.tokenizer.detokenizer
-    detokenizer.reset()
-    extractor = ToolCallExtractor(fmt, [WEATHER, TIME])
-    visible, deltas = "", []
-    for token in ids:
-        detokenizer.add_token(token)
-        visible += extractor.feed(detokenizer.last_segment)
-        deltas += extractor.deltas()
-    detokenizer.finalize()
-    visible += extractor.feed(detokenizer.last_segment)
-    calls, rest, last = extractor.finish(cut=False)
-    chunks = [Chunk(tool_call_deltas=deltas + last)]
-    assert visible + rest == lead
+    if kind == "harmony":
+        # A final-channel message, then the call (whose <|call|> ends generation unseen).
+        native = f"<|channel|>final<|message|>{lead}<|end|><|start|>assistant{native}" if lead else native
+    elif kind == "bare json":
+        lead = ""  # Llama's call is the whole answer
+    ids = model.tokenizer.encode(lead + native if kind != "harmony" else native, add_special_tokens=False)
+    visible, deltas, calls = _read_native(model, ids)
+    assert visible == lead
     (call,) = calls
     assert (call.name, json.loads(call.arguments_json)) == ("get_weather", {"city": "Paris", "days": 2})
-    (streamed,) = _streamed_calls(chunks)
+    (streamed,) = _streamed_calls([Chunk(tool_call_deltas=deltas)])
     assert streamed["arguments"] == call.arguments_json and streamed["pieces"] > 1
+
+
+def _read_native(model: Any, ids: list[int]) -> tuple[str, list[ToolCallDelta], list[ToolCall]]:
+    """What the engine's output side makes of ``ids``, streamed one token at a time."""
+    detokenizer = model.tokenizer.detokenizer
+    detokenizer.reset()
+    pieces = []
+    for token in ids:
+        detokenizer.add_token(token)
+        pieces.append(detokenizer.last_segment)
+    detokenizer.finalize()
+    pieces.append(detokenizer.last_segment)
+    if harmony_tokens(model.tokenizer) is not None:
+        reader = HarmonyReader(tools_enabled=True)
+        visible, deltas = "", []
+        for piece in pieces:
+            _, answer, new = reader.feed(piece)
+            visible, deltas = visible + answer, deltas + new
+        _, answer, new = reader.flush()
+        return visible + answer, deltas + new, reader.calls
+    fmt = tool_format(model.tokenizer)
+    assert fmt is not None
+    if fmt.start:
+        assert set(fmt.start_tokens) <= set(ids)  # the markers are their own tokens
+    extractor = ToolCallExtractor(fmt, [WEATHER, TIME])
+    visible, deltas = "", []
+    for piece in pieces:
+        visible += extractor.feed(piece)
+        deltas += extractor.deltas()
+    calls, rest, last = extractor.finish(cut=False)
+    return visible + rest, deltas + last, calls
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -209,7 +235,41 @@ def test_tool_results_go_back_in_the_templates_shape(stack: Stack, family: str) 
     if kind == "xml parameters":
         assert "<function=get_weather>\n<parameter=city>\nParis\n</parameter>" in text
         assert "<tool_response>\nsunny, 21 C\n</tool_response>" in text
+    elif kind == "harmony":
+        assert ("<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>"
+                '{"city": "Paris", "days": 2}<|call|>') in text
+        assert "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>" in text
     elif kind == "json in tags":
         assert '"name": "get_weather"' in text and "<tool_response>" in text
     else:
         assert '"parameters": {"city": "Paris", "days": 2}' in text and "ipython" in text
+
+
+def test_harmony_splits_analysis_from_the_final_answer(stack: Stack) -> None:
+    model = stack.engine.registry.get("gpt-oss")
+    text = ("<|channel|>analysis<|message|>The user wants weather.<|end|>"
+            "<|start|>assistant<|channel|>final<|message|>It is sunny.")
+    reader = HarmonyReader(tools_enabled=False)
+    detokenizer = model.tokenizer.detokenizer
+    detokenizer.reset()
+    thought = answer = ""
+    for token in model.tokenizer.encode(text, add_special_tokens=False):
+        detokenizer.add_token(token)
+        r, a, _ = reader.feed(detokenizer.last_segment)
+        thought, answer = thought + r, answer + a
+    r, a, _ = reader.flush()
+    assert (thought + r, answer + a) == ("The user wants weather.", "It is sunny.")
+
+
+def test_harmony_json_answer_follows_optional_analysis(stack: Stack) -> None:
+    """A response format is the final channel's content, after an optional analysis message."""
+    schema = {"type": "object", "properties": {"sunny": {"type": "boolean"}}, "required": ["sunny"],
+              "additionalProperties": False}
+    chunks = _generate(stack, "gpt-oss", tools=[], response_format=ResponseFormat(json_schema=schema),
+                       max_tokens=40)
+    finish = chunks[-1].finish
+    assert finish is not None and finish.reason is StopReason.EOS
+    assert json.loads(_text(chunks)) in ({"sunny": True}, {"sunny": False})
+    raw = stack.engine.registry.get("gpt-oss").tokenizer.decode(
+        [t for c in chunks for t in c.token_ids], skip_special_tokens=False)
+    assert "<|channel|>final<|message|>" in raw

@@ -7,6 +7,7 @@ with INVALID_ARGUMENT before the request reaches the engine thread.
 from __future__ import annotations
 
 from .errors import EngineError, ErrorCode, invalid
+from .harmony import answer_grammar, harmony_tokens
 from .registry import LoadedModel
 from .structured import Think, check_grammar, grammar_for, tool_call_grammar
 from .tools import ToolFormat, tool_format
@@ -34,6 +35,8 @@ def plan_constraints(
         if forced:
             raise invalid("response_format", "response_format cannot be combined with a forced tool call")
         grammar, field = grammar_for(request.response_format, think)
+        if (ids := harmony_tokens(model.tokenizer)) is not None:
+            grammar = answer_grammar(grammar, ids)  # the final channel's content
     elif forced:
         assert tools is not None and fmt is not None
         if fmt.grammar is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..metrics import Metrics
+from .harmony import HarmonyReader, harmony_tokens
 from .prepare import PreparedRequest
 from .reasoning import ReasoningSplitter
 from .stopping import StopStringMatcher
@@ -34,7 +35,12 @@ class OutputProcessor:
         self._matcher = StopStringMatcher(request.stopping.stop)
         self._tools = None
         markers: set[int] = set()
-        if prepared.tool_format is not None:
+        # Harmony (gpt-oss) routes reasoning, answer and calls by its own markers.
+        self._harmony: HarmonyReader | None = None
+        if (harmony := harmony_tokens(model.tokenizer)) is not None:
+            self._harmony = HarmonyReader(prepared.tool_format is not None, request.max_tool_calls)
+            markers.update(harmony.values())
+        elif prepared.tool_format is not None:
             fmt = prepared.tool_format
             self._tools = ToolCallExtractor(fmt, request.prompt.tools or [],  # type: ignore[union-attr]
                                             request.max_tool_calls)
@@ -67,7 +73,8 @@ class OutputProcessor:
             self._metrics.itl.labels(p.model.id).observe(now - self._last_token_at)
         self._last_token_at = now
         self.generated += 1
-        if self._reasoning is not None and self._reasoning.in_reasoning:
+        if (self._reasoning is not None and self._reasoning.in_reasoning) or (
+                self._harmony is not None and self._harmony.in_reasoning):
             self.reasoning_tokens += 1
         chunk = self._pending
         chunk.token_ids.append(token)
@@ -105,6 +112,12 @@ class OutputProcessor:
         """Routes generated text: thinking to ``reasoning``, the answer past tool-call markup."""
         if not text:
             return
+        if self._harmony is not None:
+            thought, answer, deltas = self._harmony.feed(text)
+            chunk.reasoning += thought
+            chunk.text += answer
+            chunk.tool_call_deltas += deltas
+            return
         if self._reasoning is not None:
             thought, text = self._reasoning.feed(text)
             chunk.reasoning += thought
@@ -136,6 +149,14 @@ class OutputProcessor:
             chunk.reasoning += thought
             self._answer(chunk, answer)
         tool_calls = []
+        if self._harmony is not None:
+            thought, answer, deltas = self._harmony.flush()
+            chunk.reasoning += thought
+            chunk.text += answer
+            chunk.tool_call_deltas += deltas
+            tool_calls = list(self._harmony.calls)
+            if tool_calls and reason not in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH):
+                reason = StopReason.TOOL_CALLS
         if self._tools is not None:
             # A call cut off by the budget keeps what was written, and the
             # reason stays the budget's; its markup never shows as content.

@@ -122,7 +122,11 @@ def with_thinking(grammar: str, think: Think | None) -> str:
         rules = ["think: think_text", f"think_text[stop={json.dumps(think.end)}]: /(?s:.*)/"]
     opening = f"<[{think.start_token}]>" if think.start_token is not None else json.dumps(think.start)
     block = "think /\\n{0,2}/" if think.inside else f"({opening} think /\\n{{0,2}}/)?"
-    top = "\n".join([f"start: {block} @answer", *rules])
+    return nested("\n".join([f"start: {block} @answer", *rules]), grammar)
+
+
+def nested(top: str, grammar: str) -> str:
+    """Lark ``top`` with ``grammar`` (any llguidance grammar) as its ``@answer``."""
     return json.dumps({"grammars": [{"lark_grammar": top}, {**_single(grammar), "name": "answer"}]})
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .harmony import call_grammar, harmony_tokens
 from .prompts import template_source
 from .stopping import StopStringMatcher
 from .tool_json import json_call_grammar, read_json_call, split_json_objects
@@ -47,6 +48,8 @@ class ToolFormat:
     # Follows one call's text as written: (name, argument JSON so far, complete).
     # None: the call is parsed whole at the end and sent as one delta.
     reader: Reader | None = None
+    # Harmony (gpt-oss): its markers' ids; calls are read by harmony.HarmonyReader.
+    harmony: dict[str, int] | None = None
 
 
 def _parse_llama_json(text: str, tools: Any = None) -> list[dict[str, Any]]:
@@ -68,6 +71,9 @@ LLAMA_PYTHON_TAG = "<|python_tag|>"
 
 def tool_format(tokenizer: Any) -> ToolFormat | None:
     """The model's tool-call format, or None if its template has none."""
+    if (ids := harmony_tokens(tokenizer)) is not None:
+        return ToolFormat(start="<|channel|>", end="<|call|>", parser=_unused_parser, harmony=ids,
+                          grammar=lambda tools, fmt, added_ids: call_grammar(tools, ids))
     if getattr(tokenizer, "has_tool_calling", False) and tokenizer.tool_parser is not None:
         start, end = tokenizer.tool_call_start, tokenizer.tool_call_end
         return ToolFormat(
@@ -93,6 +99,10 @@ def tool_format(tokenizer: Any) -> ToolFormat | None:
                           start_tokens=tag, grammar=json_call_grammar,
                           reader=lambda body, tools: read_json_call(body, ("parameters", "arguments")))
     return None
+
+
+def _unused_parser(text: str, tools: Any) -> Any:
+    raise ValueError("harmony calls are read by harmony.HarmonyReader")
 
 
 def _native(parser_module: str) -> dict[str, Any]:

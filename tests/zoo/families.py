@@ -144,6 +144,22 @@ PHI35_ADDED = {
 }
 
 
+# gpt-oss (harmony): o200k_harmony's special tokens, at their offsets from
+# 199998, placed after Llama 3's 128000 byte-level BPE tokens (the stand-in
+# vocabulary: o200k itself is not available offline).
+_HARMONY_BASE = 128000
+GPT_OSS_ADDED = {
+    _HARMONY_BASE + offset: Added(name) for offset, name in {
+        0: "<|startoftext|>", 1: "<|endoftext|>", 2: "<|reserved_200000|>", 3: "<|reserved_200001|>",
+        4: "<|return|>", 5: "<|constrain|>", 6: "<|reserved_200004|>", 7: "<|channel|>",
+        8: "<|start|>", 9: "<|end|>", 10: "<|message|>", 11: "<|reserved_200009|>",
+        12: "<|reserved_200010|>", 13: "<|reserved_200011|>", 14: "<|call|>",
+        15: "<|reserved_200013|>", 16: "<|reserved_200014|>", 17: "<|reserved_200015|>",
+        18: "<|reserved_200016|>", 19: "<|reserved_200017|>", 20: "<|endofprompt|>",
+    }.items()
+}
+
+
 # Hermes' "default" template (plain ChatML); llama.cpp ships only its "tool_use" one.
 CHATML = (
     "{{bos_token}}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -289,10 +305,25 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "add_generation_prompt it ends with eos_token.",
     ),
     Family(
-        name="gpt-oss", vocab="", template="openai-gpt-oss-120b.jinja", architecture="gpt_oss",
-        added={}, bos_token=None, eos_token="<|return|>", pad_token=None, eos_token_ids=[],
-        add_bos=False, expect=Expect(None, None),
-        unavailable="llama.cpp ships no o200k_harmony vocab file (only the gpt-oss template)",
+        name="gpt-oss", vocab="llama-bpe", template="openai-gpt-oss-120b.jinja",
+        architecture="gpt_oss", added=GPT_OSS_ADDED, bos_token="<|startoftext|>",
+        eos_token="<|return|>", pad_token="<|endoftext|>",
+        eos_token_ids=[_HARMONY_BASE + 4, _HARMONY_BASE + 1, _HARMONY_BASE + 14], add_bos=False,
+        expect=Expect(None, None),
+        config={"rope_theta": 150000, "max_position_embeddings": 131072, "num_local_experts": 4,
+                "num_experts_per_tok": 2, "sliding_window": 128,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "bos_token_id": _HARMONY_BASE, "eos_token_id": _HARMONY_BASE + 4},
+        notes="Harmony's special tokens on Llama 3's byte-level BPE (stand-in for o200k); "
+              "mlx-lm's gpt_oss architecture (4 experts). The generation prompt is "
+              "<|start|>assistant; the model writes <|channel|>analysis<|message|>…<|end|> "
+              "(reasoning), then <|start|>assistant<|channel|>final<|message|>…<|return|>, or a "
+              "call <|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{…}"
+              "<|call|>. The template renders past calls as <|start|>assistant "
+              "to=functions.NAME<|channel|>commentary json<|message|>…<|call|> and results as "
+              "<|start|>functions.NAME to=assistant<|channel|>commentary<|message|>…<|end|>. "
+              "reasoning_effort (low/medium/high) goes into the system message. mlx-lm "
+              "reports neither tool calling nor thinking: the server reads harmony itself.",
     ),
     Family(
         name="mistral-nemo", vocab="", template="mistralai-Mistral-Nemo-Instruct-2407.jinja",
