@@ -15,6 +15,8 @@ import pytest
 
 from .conftest import Stack, start_stack, stop_stack
 
+# (The Mistral families are in tests/test_tool_matrix.py: one more stack of Tekken-sized
+# models here would not start within the fixture's time on a small CPU.)
 FAMILIES = ["qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "deepseek-r1-qwen", "phi3.5"]
 # Families whose template writes tool calls (DeepSeek-R1's ignores `tools`; Phi-3.5's drops them).
 TOOLS = {"qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3"}

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from mlxrpc.engine.harmony import HarmonyReader, harmony_tokens
+from mlxrpc.engine.reasoning import reasoning_format
 from mlxrpc.engine.tools import ToolCallExtractor, tool_format
 from mlxrpc.engine.types import (
     ChatPrompt,
@@ -56,20 +57,48 @@ NATIVE = {
                                       "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
     "gpt-oss": ("harmony", '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>'
                            '{"city": "Paris", "days": 2}'),
+    "devstral": ("mistral", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}'),
+    "ministral3-reasoning": ("mistral", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}'),
     "qwen3.5": ("xml parameters", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                                   "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
 }
 FAMILIES = list(NATIVE)
-THINKING = {"qwen3", "qwen3-coder", "qwen3.5"}
+THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "ministral3-reasoning"}
 OPENS_THINKING = {"qwen3.5"}  # its generation prompt opens the block
 NO_THINKING = {"enable_thinking": False}
 
 
+class Stacks:
+    """One engine per family, started on first use (a stack of every family at
+    once would take minutes to start on a small CPU)."""
+
+    def __init__(self, zoo_model: Any) -> None:
+        self._zoo_model = zoo_model
+        self._started: dict[str, Stack] = {}
+
+    def get(self, family: str) -> Stack:
+        if family not in self._started:
+            self._started[family] = start_stack([f"{family}={self._zoo_model(family)}"], http=False,
+                                                max_tokens=512)
+        return self._started[family]
+
+    def stop(self) -> None:
+        for stack in self._started.values():
+            stop_stack(stack)
+
+
 @pytest.fixture(scope="module")
-def stack(zoo_model) -> Iterator[Stack]:
-    stack = start_stack([f"{f}={zoo_model(f)}" for f in FAMILIES], http=False, max_tokens=512)
-    yield stack
-    stop_stack(stack)
+def stacks(zoo_model) -> Iterator[Stacks]:
+    stacks = Stacks(zoo_model)
+    yield stacks
+    stacks.stop()
+
+
+@pytest.fixture
+def stack(stacks: Stacks, request: pytest.FixtureRequest) -> Stack:
+    """The engine of the test's family (the harmony tests': gpt-oss)."""
+    params = getattr(request.node, "callspec", None)
+    return stacks.get(params.params["family"] if params and "family" in params.params else "gpt-oss")
 
 
 def _generate(stack: Stack, family: str, *, tools: list[dict] | None = None, thinking: bool = False,
@@ -129,6 +158,7 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
     raw = stack.engine.registry.get(family).tokenizer.decode(
         [t for c in chunks for t in c.token_ids], skip_special_tokens=False)
     opener = {"json in tags": "<tool_call>\n{\"name\": ", "bare json": "{\"name\": ",
+              "mistral": f"[TOOL_CALLS]{call.name}[ARGS]{{",
               "harmony": f"<|channel|>commentary to=functions.{call.name} <|constrain|>json<|message|>{{",
               "xml parameters": f"<tool_call>\n<function={call.name}>\n"}[kind]
     assert raw.lstrip().startswith(opener) or kind == "harmony" and "<|channel|>analysis" in raw, raw
@@ -138,8 +168,9 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
 def test_forced_calls_hold_with_thinking_on(stack: Stack, family: str) -> None:
     """The grammar lets the model think first or not; either way a call follows."""
     model = stack.engine.registry.get(family)
-    end = model.tokenizer.think_end_id
-    start = model.tokenizer.think_start_id
+    fmt = reasoning_format(model.tokenizer)
+    assert fmt is not None
+    (start,), (end,) = fmt.start_tokens, fmt.end_tokens
     # Answering at once, or thinking (here: an empty block); a template that opens the block
     # leaves only the second (the bias makes the random model close it).
     for bias in [{end: 30.0}] if family in OPENS_THINKING else [{}, {start: 30.0, end: 30.0}]:
@@ -235,6 +266,9 @@ def test_tool_results_go_back_in_the_templates_shape(stack: Stack, family: str) 
     if kind == "xml parameters":
         assert "<function=get_weather>\n<parameter=city>\nParis\n</parameter>" in text
         assert "<tool_response>\nsunny, 21 C\n</tool_response>" in text
+    elif kind == "mistral":
+        assert '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}' in text
+        assert "[TOOL_RESULTS]sunny, 21 C[/TOOL_RESULTS]" in text
     elif kind == "harmony":
         assert ("<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>"
                 '{"city": "Paris", "days": 2}<|call|>') in text

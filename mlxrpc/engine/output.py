@@ -44,11 +44,11 @@ class OutputProcessor:
             fmt = prepared.tool_format
             self._tools = ToolCallExtractor(fmt, request.prompt.tools or [],  # type: ignore[union-attr]
                                             request.max_tool_calls)
-            markers.update(fmt.start_tokens, fmt.end_tokens)
+            markers.update(fmt.start_tokens, fmt.end_tokens, fmt.extra_tokens)
         self._reasoning = None
         if prepared.reasoning is not None:
             self._reasoning = ReasoningSplitter(prepared.reasoning, prepared.starts_in_reasoning)
-            markers.update(prepared.reasoning.end_tokens)
+            markers.update(prepared.reasoning.start_tokens, prepared.reasoning.end_tokens)
         # Special tokens stay out of the text unless asked for; markers the
         # parsers need (Llama's <|python_tag|>) go through to them.
         self._hidden = model.special_ids - markers if request.skip_special_tokens else frozenset()

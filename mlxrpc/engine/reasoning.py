@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .prompts import template_source
 from .stopping import StopStringMatcher
 
 
@@ -29,7 +30,7 @@ class ReasoningFormat:
 def reasoning_format(tokenizer: Any) -> ReasoningFormat | None:
     """The model's thinking markers, or None for a model that does not think."""
     if not getattr(tokenizer, "has_thinking", False):
-        return None
+        return _bracket_think(tokenizer)
     start, end = tokenizer.think_start, tokenizer.think_end
     if not start or not end:
         return None
@@ -103,3 +104,11 @@ class ReasoningSplitter:
         if self.in_reasoning:
             return self._end.flush(), ""
         return "", self._start.flush()
+
+
+def _bracket_think(tokenizer: Any) -> ReasoningFormat | None:
+    """Mistral's [THINK] … [/THINK] control tokens, which mlx-lm does not look for."""
+    vocab = tokenizer.get_vocab()
+    if "[THINK]" not in vocab or "[/THINK]" not in vocab or "[THINK]" not in template_source(tokenizer):
+        return None
+    return ReasoningFormat("[THINK]", "[/THINK]", (vocab["[/THINK]"],), (vocab["[THINK]"],))

@@ -21,6 +21,7 @@ from .harmony import call_grammar, harmony_tokens
 from .prompts import template_source
 from .stopping import StopStringMatcher
 from .tool_json import json_call_grammar, read_json_call, split_json_objects
+from .tool_mistral import ARGS, CALL_ID, mistral_call_grammar, read_mistral_call
 from .tool_xml import read_xml_call, xml_call_grammar
 from .types import ToolCall, ToolCallDelta
 
@@ -48,6 +49,8 @@ class ToolFormat:
     # Follows one call's text as written: (name, argument JSON so far, complete).
     # None: the call is parsed whole at the end and sent as one delta.
     reader: Reader | None = None
+    # Other control tokens the reader needs to see (Mistral's [ARGS], [CALL_ID]).
+    extra_tokens: tuple[int, ...] = ()
     # Harmony (gpt-oss): its markers' ids; calls are read by harmony.HarmonyReader.
     harmony: dict[str, int] | None = None
 
@@ -80,7 +83,7 @@ def tool_format(tokenizer: Any) -> ToolFormat | None:
             start=start, end=end or None, parser=tokenizer.tool_parser,
             start_tokens=tuple(tokenizer.tool_call_start_tokens or ()),
             end_tokens=tuple(tokenizer.tool_call_end_tokens or ()) if end else (),
-            **_native(getattr(tokenizer.tool_parser, "__module__", "").rsplit(".", 1)[-1]),
+            **_native(getattr(tokenizer.tool_parser, "__module__", "").rsplit(".", 1)[-1], tokenizer),
         )
     # mlx-lm reads only a single template; Hermes' named ones land here.
     template = template_source(tokenizer)
@@ -105,8 +108,14 @@ def _unused_parser(text: str, tools: Any) -> Any:
     raise ValueError("harmony calls are read by harmony.HarmonyReader")
 
 
-def _native(parser_module: str) -> dict[str, Any]:
+def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
     """The forced-call grammar and streaming reader of an mlx-lm tool parser's format."""
+    if parser_module == "mistral" and tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        if ARGS not in vocab:
+            return {}  # the older [{"name", "arguments"}] list: parsed whole
+        extra = (vocab[ARGS], *([vocab[CALL_ID]] if CALL_ID in vocab else []))
+        return {"grammar": mistral_call_grammar, "reader": read_mistral_call, "extra_tokens": extra}
     if parser_module == "json_tools":
         return {"grammar": json_call_grammar,
                 "reader": lambda body, tools: read_json_call(body, ("arguments", "parameters"))}

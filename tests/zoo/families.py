@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.zoo.gguf_tokenizer import Added
+from tests.zoo.tekken import SPECIALS
 
 _QWEN_COMMON = {
     151643: Added("<|endoftext|>"),
@@ -158,6 +159,13 @@ GPT_OSS_ADDED = {
         18: "<|reserved_200016|>", 19: "<|reserved_200017|>", 20: "<|endofprompt|>",
     }.items()
 }
+
+
+# Tekken's 1000 control-token slots (tests/zoo/tekken.py names the known ones).
+TEKKEN_ADDED = {i: Added(SPECIALS.get(i, f"<SPECIAL_{i}>")) for i in range(1000)}
+
+_MISTRAL_CONFIG = {"rope_theta": 1000000000.0, "max_position_embeddings": 131072,
+                   "bos_token_id": 1, "eos_token_id": 2}
 
 
 # Hermes' "default" template (plain ChatML); llama.cpp ships only its "tool_use" one.
@@ -326,9 +334,31 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "reports neither tool calling nor thinking: the server reads harmony itself.",
     ),
     Family(
+        name="devstral", vocab="tekken", template="unsloth-mistral-Devstral-Small-2507.jinja",
+        architecture="llama", added=TEKKEN_ADDED, bos_token="<s>", eos_token="</s>",
+        pad_token="<pad>", unk_token="<unk>", eos_token_ids=[2], add_bos=True,
+        expect=Expect("mistral", None), config=_MISTRAL_CONFIG,
+        notes="Tekken (mistral-common's tekken_240911.json: the real 131072-token vocabulary, "
+              "control tokens 0-999; [ARGS]/[CALL_ID]/[THINK] ids from memory) with Devstral "
+              "Small 2507's template; architecture llama stands in for mistral. Tools go in "
+              "[AVAILABLE_TOOLS] before the last user turn; calls are "
+              "[TOOL_CALLS]NAME[ARGS]{json}, results [TOOL_RESULTS]…[/TOOL_RESULTS]. No thinking.",
+    ),
+    Family(
+        name="ministral3-reasoning", vocab="tekken",
+        template="mistralai-Ministral-3-14B-Reasoning-2512.jinja", architecture="llama",
+        added=TEKKEN_ADDED, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", eos_token_ids=[2], add_bos=True, expect=Expect("mistral", None),
+        config=_MISTRAL_CONFIG,
+        notes="Tekken as for devstral, with Ministral 3 Reasoning's template: a default "
+              "system prompt asks for [THINK]…[/THINK] first (control tokens mlx-lm does "
+              "not look for; the server does); calls are [TOOL_CALLS]NAME[ARGS]{json}.",
+    ),
+    Family(
         name="mistral-nemo", vocab="", template="mistralai-Mistral-Nemo-Instruct-2407.jinja",
         architecture="mistral", added={}, bos_token="<s>", eos_token="</s>", pad_token=None,
         eos_token_ids=[], add_bos=True, expect=Expect("mistral", None),
-        unavailable="llama.cpp ships no Tekken (Mistral Nemo / Small 3) vocab file",
+        unavailable="superseded by devstral (Tekken from mistral-common); Nemo's template "
+                    "writes the older [TOOL_CALLS][{...}] list",
     ),
 ]}
