@@ -14,14 +14,23 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .harmony import call_grammar, harmony_tokens
 from .prompts import template_source
 from .stopping import StopStringMatcher
+from .tool_header import (
+    ARGS,
+    CALL_ID,
+    DEEPSEEK_SEP,
+    KIMI_ARGS,
+    header_call_grammar,
+    read_deepseek_call,
+    read_kimi_call,
+    read_mistral_call,
+)
 from .tool_json import json_call_grammar, read_json_call, split_json_objects
-from .tool_mistral import ARGS, CALL_ID, mistral_call_grammar, read_mistral_call
 from .tool_xml import read_xml_call, xml_call_grammar
 from .types import ToolCall, ToolCallDelta
 
@@ -51,6 +60,9 @@ class ToolFormat:
     reader: Reader | None = None
     # Other control tokens the reader needs to see (Mistral's [ARGS], [CALL_ID]).
     extra_tokens: tuple[int, ...] = ()
+    # Header formats (tool_header): the markers' ids the grammar names, and how it writes a name.
+    tokens: dict[str, int] = field(default_factory=dict)
+    name_format: str = "{name}"
     # Harmony (gpt-oss): its markers' ids; calls are read by harmony.HarmonyReader.
     harmony: dict[str, int] | None = None
 
@@ -77,6 +89,8 @@ def tool_format(tokenizer: Any) -> ToolFormat | None:
     if (ids := harmony_tokens(tokenizer)) is not None:
         return ToolFormat(start="<|channel|>", end="<|call|>", parser=_unused_parser, harmony=ids,
                           grammar=lambda tools, fmt, added_ids: call_grammar(tools, ids))
+    if (header := _header_format(tokenizer)) is not None:
+        return header
     if getattr(tokenizer, "has_tool_calling", False) and tokenizer.tool_parser is not None:
         start, end = tokenizer.tool_call_start, tokenizer.tool_call_end
         return ToolFormat(
@@ -104,8 +118,33 @@ def tool_format(tokenizer: Any) -> ToolFormat | None:
     return None
 
 
+_KIMI = ("<|tool_calls_section_begin|>", "<|tool_call_begin|>", KIMI_ARGS, "<|tool_call_end|>",
+         "<|tool_calls_section_end|>")
+_DEEPSEEK = ("<\uff5ctool\u2581calls\u2581begin\uff5c>", "<\uff5ctool\u2581call\u2581begin\uff5c>", DEEPSEEK_SEP,
+             "<\uff5ctool\u2581call\u2581end\uff5c>", "<\uff5ctool\u2581calls\u2581end\uff5c>")
+
+
+def _header_format(tokenizer: Any) -> ToolFormat | None:
+    """Kimi-K2's and DeepSeek-V3.1's calls (one call per begin/end pair), read here:
+    mlx-lm reads Kimi's whole section at the end and knows no DeepSeek format."""
+    template = template_source(tokenizer)
+    vocab = tokenizer.get_vocab()
+    for markers, reader, name_format in ((_KIMI, read_kimi_call, "functions.{name}:0"),
+                                         (_DEEPSEEK, read_deepseek_call, "{name}")):
+        if markers[1] not in template or not all(m in vocab for m in markers):
+            continue
+        section, opening, separator, closing, section_end = (vocab[m] for m in markers)
+        return ToolFormat(
+            start=markers[1], end=markers[3], parser=_unused_parser, start_tokens=(opening,),
+            end_tokens=(closing,), extra_tokens=(separator,), grammar=header_call_grammar, reader=reader,
+            tokens={"section": section, "open": opening, "separator": separator, "close": closing,
+                    "section_end": section_end},
+            name_format=name_format)
+    return None
+
+
 def _unused_parser(text: str, tools: Any) -> Any:
-    raise ValueError("harmony calls are read by harmony.HarmonyReader")
+    raise ValueError("this format's calls are read as they are written (ToolFormat.reader)")
 
 
 def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
@@ -115,7 +154,8 @@ def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
         if ARGS not in vocab:
             return {}  # the older [{"name", "arguments"}] list: parsed whole
         extra = (vocab[ARGS], *([vocab[CALL_ID]] if CALL_ID in vocab else []))
-        return {"grammar": mistral_call_grammar, "reader": read_mistral_call, "extra_tokens": extra}
+        return {"grammar": header_call_grammar, "reader": read_mistral_call, "extra_tokens": extra,
+                "tokens": {"open": vocab["[TOOL_CALLS]"], "separator": vocab[ARGS]}}
     if parser_module == "json_tools":
         return {"grammar": json_call_grammar,
                 "reader": lambda body, tools: read_json_call(body, ("arguments", "parameters"))}

@@ -161,6 +161,25 @@ GPT_OSS_ADDED = {
 }
 
 
+# Stand-ins on Qwen2's byte-level BPE (151643 tokens) for families whose vocabulary
+# llama.cpp does not ship: the family's own control tokens, at ids after the base
+# (not the real checkpoints' ids), with the real special flags where known.
+_STANDIN = 151643
+KIMI_K2_ADDED = {_STANDIN + i: Added(name) for i, name in enumerate([
+    "[BOS]", "[EOS]", "<|im_end|>", "<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>",
+    "<|media_start|>", "<|media_content|>", "<|media_end|>", "<|media_pad|>",
+    "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+    "<|tool_call_argument_begin|>", "<|tool_call_end|>"])}
+DEEPSEEK_V31_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, special) in enumerate([
+    ("<\uff5cbegin\u2581of\u2581sentence\uff5c>", True), ("<\uff5cend\u2581of\u2581sentence\uff5c>", True),
+    ("<\uff5cUser\uff5c>", False), ("<\uff5cAssistant\uff5c>", False), ("<think>", False),
+    ("</think>", False), ("<\uff5ctool\u2581calls\u2581begin\uff5c>", True),
+    ("<\uff5ctool\u2581calls\u2581end\uff5c>", True), ("<\uff5ctool\u2581call\u2581begin\uff5c>", True),
+    ("<\uff5ctool\u2581call\u2581end\uff5c>", True), ("<\uff5ctool\u2581sep\uff5c>", True),
+    ("<\uff5ctool\u2581output\u2581begin\uff5c>", False), ("<\uff5ctool\u2581output\u2581end\uff5c>", False)])}
+_STANDIN_CONFIG = {"rope_theta": 1000000.0, "max_position_embeddings": 131072}
+
+
 # Tekken's 1000 control-token slots (tests/zoo/tekken.py names the known ones).
 TEKKEN_ADDED = {i: Added(SPECIALS.get(i, f"<SPECIAL_{i}>")) for i in range(1000)}
 
@@ -332,6 +351,43 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "<|start|>functions.NAME to=assistant<|channel|>commentary<|message|>…<|end|>. "
               "reasoning_effort (low/medium/high) goes into the system message. mlx-lm "
               "reports neither tool calling nor thinking: the server reads harmony itself.",
+    ),
+    Family(
+        name="qwq", vocab="qwen2", template="Qwen-QwQ-32B.jinja", architecture="qwen2",
+        added=QWEN3_ADDED, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        eos_token_ids=[151645, 151643], add_bos=False,
+        expect=Expect("json_tools", ("<think>", "</think>")),
+        config={"rope_theta": 1000000.0, "max_position_embeddings": 40960,
+                "bos_token_id": 151643, "eos_token_id": 151645},
+        notes="Qwen2.5's vocabulary with the 26 added tokens QwQ shares with Qwen3. The "
+              "generation prompt opens <think>\\n (closed at once when enable_thinking is "
+              "false); calls are Hermes-style <tool_call> JSON.",
+    ),
+    Family(
+        name="kimi-k2", vocab="qwen2", template="moonshotai-Kimi-K2.jinja", architecture="qwen3",
+        added=KIMI_K2_ADDED, bos_token="[BOS]", eos_token="<|im_end|>", pad_token="[EOS]",
+        eos_token_ids=[_STANDIN + 2], add_bos=False, expect=Expect("kimi_k2", None),
+        config={**_STANDIN_CONFIG, "bos_token_id": _STANDIN, "eos_token_id": _STANDIN + 2},
+        notes="Stand-in: Qwen2's BPE for Kimi's tiktoken vocabulary, Kimi-K2's control "
+              "tokens after it; architecture qwen3 stands in for deepseek_v3/kimi. Calls: "
+              "<|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:IDX"
+              "<|tool_call_argument_begin|>{json}<|tool_call_end|><|tool_calls_section_end|>; "
+              "results as '## Return of ID' tool turns. No thinking.",
+    ),
+    Family(
+        name="deepseek-v3.1", vocab="qwen2", template="deepseek-ai-DeepSeek-V3.1.jinja",
+        architecture="qwen3", added=DEEPSEEK_V31_ADDED,
+        bos_token="<\uff5cbegin\u2581of\u2581sentence\uff5c>",
+        eos_token="<\uff5cend\u2581of\u2581sentence\uff5c>",
+        pad_token="<\uff5cend\u2581of\u2581sentence\uff5c>", eos_token_ids=[_STANDIN + 1],
+        add_bos=True, expect=Expect(None, ("<think>", "</think>")),
+        config={**_STANDIN_CONFIG, "bos_token_id": _STANDIN, "eos_token_id": _STANDIN + 1},
+        notes="Stand-in: Qwen2's BPE for DeepSeek-V3's vocabulary, its turn, thinking and "
+              "tool markers after it (tool markers as control tokens); architecture qwen3 "
+              "stands in for deepseek_v3. thinking (or enable_thinking) defaults to off: the "
+              "prompt ends <｜Assistant｜></think>. Calls: <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>"
+              "NAME<｜tool▁sep｜>{json}<｜tool▁call▁end｜><｜tool▁calls▁end｜>; mlx-lm knows "
+              "no parser for it, the server reads it.",
     ),
     Family(
         name="devstral", vocab="tekken", template="unsloth-mistral-Devstral-Small-2507.jinja",
