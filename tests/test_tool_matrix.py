@@ -330,3 +330,50 @@ def test_harmony_json_answer_follows_optional_analysis(stack: Stack) -> None:
     raw = stack.engine.registry.get("gpt-oss").tokenizer.decode(
         [t for c in chunks for t in c.token_ids], skip_special_tokens=False)
     assert "<|channel|>final<|message|>" in raw
+
+
+def test_the_documented_matrix_is_current() -> None:
+    from tests.zoo import matrix
+
+    assert matrix.current() == matrix.render(), "run: python -m tests.zoo.matrix"
+    forced = matrix.COLUMNS.index("forced calls (native format)")
+    assert {f for f, (_, _, cells) in matrix.MATRIX.items() if cells[forced] == "yes"} >= set(NATIVE)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chat_and_reasoning_effort(stack: Stack, family: str) -> None:
+    from mlxrpc.engine.errors import EngineError
+    from tests.zoo import matrix
+
+    chunks = _generate(stack, family, tools=[], max_tokens=6)
+    assert chunks[-1].finish is not None and sum(len(c.token_ids) for c in chunks) <= 6
+    effort = matrix.MATRIX[family][2][matrix.COLUMNS.index("reasoning_effort")]
+    request = GenerationRequest(model=family, prompt=ChatPrompt(messages=HELLO, reasoning_effort="low"),
+                                stopping=StoppingParams(max_tokens=1))
+
+    async def run() -> list[Chunk]:
+        return [chunk async for chunk in await stack.engine.submit(request)]
+
+    if effort.startswith("400"):
+        with pytest.raises(EngineError) as refused:
+            stack._thread.run(run())  # type: ignore[union-attr]
+        assert refused.value.field == "reasoning_effort"
+    else:
+        assert stack._thread.run(run())[-1].finish is not None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("family", sorted(THINKING))
+def test_json_schema_answers_after_reasoning(stack: Stack, family: str) -> None:
+    """The model thinks (an empty block here), then the answer keeps to the schema."""
+    model = stack.engine.registry.get(family)
+    fmt = reasoning_format(model.tokenizer)
+    assert fmt is not None
+    (start,), (end,) = fmt.start_tokens, fmt.end_tokens
+    schema = {"type": "object", "properties": {"sunny": {"type": "boolean"}}, "required": ["sunny"],
+              "additionalProperties": False}
+    bias = {end: 30.0} if family in OPENS_THINKING else {start: 30.0, end: 30.0}
+    chunks = _generate(stack, family, tools=[], thinking=True, response_format=ResponseFormat(json_schema=schema),
+                       logit_bias=bias, max_tokens=40)
+    assert chunks[-1].finish is not None and chunks[-1].finish.reason is not StopReason.LENGTH
+    assert json.loads(_text(chunks)) in ({"sunny": True}, {"sunny": False})
+    assert end in [t for c in chunks for t in c.token_ids] or family in OPENS_THINKING
