@@ -67,12 +67,16 @@ NATIVE = {
     "deepseek-v3.1": ("deepseek", "<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>"
                                   'get_weather<\uff5ctool\u2581sep\uff5c>{"city": "Paris", "days": 2}'
                                   "<\uff5ctool\u2581call\u2581end\uff5c><\uff5ctool\u2581calls\u2581end\uff5c>"),
+    "minimax-m2": ("minimax", '<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">Paris'
+                              '</parameter>\n<parameter name="days">2</parameter>\n</invoke>\n</minimax:tool_call>'),
     "qwen3.5": ("xml parameters", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                                   "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
 }
 FAMILIES = list(NATIVE)
-THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "ministral3-reasoning"}
-OPENS_THINKING = {"qwen3.5", "qwq"}  # its generation prompt opens the block
+THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning"}
+OPENS_THINKING = {"qwen3.5", "qwq", "minimax-m2"}
+# Its template opens the block even with thinking off: the random model is made to close it.
+ALWAYS_THINKS = {"minimax-m2"}  # its generation prompt opens the block
 NO_THINKING = {"enable_thinking": False}
 
 
@@ -111,12 +115,17 @@ def stack(stacks: Stacks, request: pytest.FixtureRequest) -> Stack:
 
 def _generate(stack: Stack, family: str, *, tools: list[dict] | None = None, thinking: bool = False,
               **kwargs: Any) -> list[Chunk]:
+    bias = kwargs.pop("logit_bias", None)
+    if bias is None:
+        bias = {}
+        if family in ALWAYS_THINKS:
+            fmt = reasoning_format(stack.engine.registry.get(family).tokenizer)
+            bias = {fmt.end_tokens[0]: 30.0} if fmt else {}
     request = GenerationRequest(
         model=family,
         prompt=ChatPrompt(messages=HELLO, tools=tools if tools is not None else [WEATHER, TIME],
                           template_kwargs={} if thinking else NO_THINKING),
-        sampling=SamplingParams(temperature=1.0, seed=kwargs.pop("seed", 0),
-                                logit_bias=kwargs.pop("logit_bias", {})),
+        sampling=SamplingParams(temperature=1.0, seed=kwargs.pop("seed", 0), logit_bias=bias),
         stopping=StoppingParams(max_tokens=kwargs.pop("max_tokens", 200)),
         **kwargs,
     )
@@ -167,12 +176,15 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
         [t for c in chunks for t in c.token_ids], skip_special_tokens=False)
     opener = {"json in tags": "<tool_call>\n{\"name\": ", "bare json": "{\"name\": ",
               "mistral": f"[TOOL_CALLS]{call.name}[ARGS]{{",
+              "minimax": f'<minimax:tool_call>\n<invoke name="{call.name}">\n<parameter name=',
               "kimi": f"<|tool_calls_section_begin|><|tool_call_begin|>functions.{call.name}:0"
                       "<|tool_call_argument_begin|>{",
               "deepseek": f"<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>{call.name}"
                           "<\uff5ctool\u2581sep\uff5c>{",
               "harmony": f"<|channel|>commentary to=functions.{call.name} <|constrain|>json<|message|>{{",
               "xml parameters": f"<tool_call>\n<function={call.name}>\n"}[kind]
+    if family in ALWAYS_THINKS:
+        raw = raw.split("</think>", 1)[-1]  # the (empty) block its template opened
     assert raw.lstrip().startswith(opener) or kind == "harmony" and "<|channel|>analysis" in raw, raw
 
 
@@ -289,6 +301,9 @@ def test_tool_results_go_back_in_the_templates_shape(stack: Stack, family: str) 
     elif kind == "deepseek":
         assert 'get_weather<\uff5ctool\u2581sep\uff5c>{"city": "Paris", "days": 2}' in text
         assert "<\uff5ctool\u2581output\u2581begin\uff5c>sunny, 21 C<\uff5ctool\u2581output\u2581end\uff5c>" in text
+    elif kind == "minimax":
+        assert '<invoke name="get_weather">' in text and '<parameter name="city">Paris</parameter>' in text
+        assert "sunny, 21 C" in text
     elif kind == "mistral":
         assert '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}' in text
         assert "[TOOL_RESULTS]sunny, 21 C[/TOOL_RESULTS]" in text

@@ -1,4 +1,4 @@
-"""Tool calls written as XML parameters (Qwen3-Coder, Qwen3.5)::
+"""Tool calls written as XML parameters: Qwen3-Coder and Qwen3.5::
 
     <tool_call>
     <function=NAME>
@@ -7,6 +7,9 @@
     </parameter>
     </function>
     </tool_call>
+
+and MiniMax-M2 (``<minimax:tool_call>``, ``<invoke name="NAME">``,
+``<parameter name="KEY">VALUE</parameter>``, ``</invoke>``).
 
 Values are bare text typed by the tool's JSON schema. ``xml_call_grammar``
 forces that shape with each value in its schema's type; ``read_xml_call``
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .structured import json_lark
@@ -26,9 +30,26 @@ from .structured import json_lark
 if TYPE_CHECKING:
     from .tools import ToolFormat
 
-_FUNCTION = re.compile(r"<function=([^>\n]+)>")
-_PARAMETER = re.compile(r"<parameter=([^>\n]+)>")
 _CLOSE = "</parameter>"
+
+
+@dataclass(frozen=True)
+class XmlStyle:
+    """How one family spells functions and parameters."""
+
+    function: re.Pattern[str]  # group 1: the name
+    function_open: str  # with {name}
+    function_close: str
+    parameter: re.Pattern[str]  # group 1: the key
+    parameter_open: str  # with {key}
+    value_close: str  # what ends a value (the stop of a free string)
+    after: str  # written after each parameter and after the function
+
+
+QWEN3_CODER = XmlStyle(re.compile(r"<function=([^>\n]+)>"), "<function={name}>\n", "</function>",
+                       re.compile(r"<parameter=([^>\n]+)>"), "<parameter={key}>\n", "\n" + _CLOSE, "\n")
+MINIMAX = XmlStyle(re.compile(r'<invoke name="([^"]+)">'), '<invoke name="{name}">\n', "</invoke>",
+                   re.compile(r'<parameter name="([^"]+)">'), '<parameter name="{key}">', _CLOSE, "\n")
 
 
 def _properties(tools: list[dict[str, Any]] | None, name: str) -> dict[str, Any]:
@@ -53,6 +74,15 @@ def _type(schema: Any) -> str | None:
 
 
 def xml_call_grammar(tools: list[dict[str, Any]], fmt: ToolFormat, added_ids: set[int]) -> str:
+    return styled_call_grammar(tools, fmt, added_ids, QWEN3_CODER)
+
+
+def minimax_call_grammar(tools: list[dict[str, Any]], fmt: ToolFormat, added_ids: set[int]) -> str:
+    return styled_call_grammar(tools, fmt, added_ids, MINIMAX)
+
+
+def styled_call_grammar(tools: list[dict[str, Any]], fmt: ToolFormat, added_ids: set[int],
+                        style: XmlStyle) -> str:
     """Lark for one call to one of ``tools``: required parameters always, the
     others optional, in the schema's order; each value in its type."""
     from .tool_json import marker
@@ -64,16 +94,16 @@ def xml_call_grammar(tools: list[dict[str, Any]], fmt: ToolFormat, added_ids: se
         required = set(parameters.get("required") or ())
         parts = []
         for j, (key, schema) in enumerate((parameters.get("properties") or {}).items()):
-            rules.append(f"v{i}_{j}: {_value_lark(schema)}")
+            rules.append(f"v{i}_{j}: {_value_lark(schema, style.value_close)}")
             free = _type(schema) == "string" and _free_string(schema)  # its stop wrote the close
-            closing = "" if free else " " + json.dumps("\n" + _CLOSE)
-            opening = json.dumps(f"<parameter={key}>\n")
-            rules.append(f"p{i}_{j}: {opening} v{i}_{j}{closing} {json.dumps(chr(10))}")
+            closing = "" if free else " " + json.dumps(style.value_close)
+            opening = json.dumps(style.parameter_open.format(key=key))
+            rules.append(f"p{i}_{j}: {opening} v{i}_{j}{closing} {json.dumps(style.after)}")
             parts.append(f"p{i}_{j}" + ("" if key in required else "?"))
-        opening = json.dumps(f"<function={function['name']}>\n")
-        rules.append(f"f{i}: {opening} {' '.join(parts)} \"</function>\"")
+        opening = json.dumps(style.function_open.format(name=function["name"]))
+        rules.append(f"f{i}: {opening} {' '.join(parts)} {json.dumps(style.function_close)}")
         functions.append(f"f{i}")
-    start = [marker(fmt.start, fmt.start_tokens, added_ids), '"\\n"', "call", '"\\n"',
+    start = [marker(fmt.start, fmt.start_tokens, added_ids), '"\\n"', "call", json.dumps(style.after),
              marker(fmt.end, fmt.end_tokens, added_ids)]
     return "\n".join([f"start: {' '.join(start)}", f"call: {' | '.join(functions)}", *rules])
 
@@ -82,7 +112,7 @@ def _free_string(schema: dict[str, Any]) -> bool:
     return "enum" not in schema and "maxLength" not in schema and "const" not in schema
 
 
-def _value_lark(schema: Any) -> str:
+def _value_lark(schema: Any, close: str) -> str:
     kind = _type(schema)
     if kind == "string":
         if "enum" in schema or "const" in schema:
@@ -91,25 +121,34 @@ def _value_lark(schema: Any) -> str:
         if "maxLength" in schema:
             return f"/[^\\n]{{{int(schema.get('minLength', 0))},{int(schema['maxLength'])}}}/"
         # Free text up to the closing tag (which the stop consumes).
-        return f"value_text\nvalue_text[stop={json.dumps(chr(10) + _CLOSE)}]: /(?s:.*)/"
+        return f"value_text\nvalue_text[stop={json.dumps(close)}]: /(?s:.*)/"
     # Numbers, booleans, objects, arrays: their JSON text, bounds and all.
     return json_lark(schema if isinstance(schema, dict) else {})
 
 
 def read_xml_call(body: str, tools: list[dict[str, Any]] | None) -> tuple[str | None, str, bool]:
+    return read_styled_call(body, tools, QWEN3_CODER)
+
+
+def read_minimax_call(body: str, tools: list[dict[str, Any]] | None) -> tuple[str | None, str, bool]:
+    return read_styled_call(body, tools, MINIMAX)
+
+
+def read_styled_call(body: str, tools: list[dict[str, Any]] | None,
+                     style: XmlStyle) -> tuple[str | None, str, bool]:
     """(name once written, JSON argument text so far, whether the call is complete)."""
-    found = _FUNCTION.search(body)
+    found = style.function.search(body)
     if found is None:
         return None, "", False
     name = found.group(1).strip()
     props = _properties(tools, name)
     rest = body[found.end():]
-    end = rest.find("</function>")
+    end = rest.find(style.function_close)
     region = rest if end < 0 else rest[:end]
     members: list[str] = []
     partial = ""
     pos = 0
-    while (opened := _PARAMETER.search(region, pos)) is not None:
+    while (opened := style.parameter.search(region, pos)) is not None:
         key = opened.group(1).strip()
         close = region.find(_CLOSE, opened.end())
         raw = region[opened.end(): close if close >= 0 else len(region)]

@@ -31,7 +31,7 @@ from .tool_header import (
     read_mistral_call,
 )
 from .tool_json import json_call_grammar, read_json_call, split_json_objects
-from .tool_xml import read_xml_call, xml_call_grammar
+from .tool_xml import minimax_call_grammar, read_minimax_call, read_xml_call, xml_call_grammar
 from .types import ToolCall, ToolCallDelta
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,8 @@ def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
                 "reader": lambda body, tools: read_json_call(body, ("arguments", "parameters"))}
     if parser_module == "qwen3_coder":
         return {"grammar": xml_call_grammar, "reader": read_xml_call}
+    if parser_module == "minimax_m2":
+        return {"grammar": minimax_call_grammar, "reader": read_minimax_call}
     return {}
 
 

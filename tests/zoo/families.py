@@ -177,6 +177,9 @@ DEEPSEEK_V31_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, s
     ("<\uff5ctool\u2581calls\u2581end\uff5c>", True), ("<\uff5ctool\u2581call\u2581begin\uff5c>", True),
     ("<\uff5ctool\u2581call\u2581end\uff5c>", True), ("<\uff5ctool\u2581sep\uff5c>", True),
     ("<\uff5ctool\u2581output\u2581begin\uff5c>", False), ("<\uff5ctool\u2581output\u2581end\uff5c>", False)])}
+MINIMAX_M2_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, special) in enumerate([
+    ("]~!b[", True), ("]~b]", True), ("[e~[", True), ("<minimax:tool_call>", False),
+    ("</minimax:tool_call>", False), ("<think>", False), ("</think>", False)])}
 _STANDIN_CONFIG = {"rope_theta": 1000000.0, "max_position_embeddings": 131072}
 
 
@@ -388,6 +391,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "prompt ends <｜Assistant｜></think>. Calls: <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>"
               "NAME<｜tool▁sep｜>{json}<｜tool▁call▁end｜><｜tool▁calls▁end｜>; mlx-lm knows "
               "no parser for it, the server reads it.",
+    ),
+    Family(
+        name="minimax-m2", vocab="qwen2", template="MiniMax-M2.jinja", architecture="qwen3",
+        added=MINIMAX_M2_ADDED, bos_token="]~!b[", eos_token="[e~[", pad_token="[e~[",
+        eos_token_ids=[_STANDIN + 2], add_bos=False,
+        expect=Expect("minimax_m2", ("<think>", "</think>")),
+        config={**_STANDIN_CONFIG, "bos_token_id": _STANDIN, "eos_token_id": _STANDIN + 2},
+        notes="Stand-in: Qwen2's BPE for MiniMax's vocabulary, its turn markers (control) and "
+              "tool/thinking tags (plain added tokens, flags not checked) after it; "
+              "architecture qwen3 stands in for minimax. The generation prompt opens "
+              "<think>\\n. Calls: <minimax:tool_call>\\n<invoke name=\"NAME\">\\n"
+              "<parameter name=\"KEY\">VALUE</parameter>\\n</invoke>\\n</minimax:tool_call>.",
     ),
     Family(
         name="devstral", vocab="tekken", template="unsloth-mistral-Devstral-Small-2507.jinja",

@@ -31,6 +31,8 @@ MATRIX: dict[str, tuple[str, str, list[str]]] = {
             [_OK, _OK, _OK, _OK, _OK, "`<think>` (prompt opens it)", "on/off", _OK]),
     "gpt-oss": ("harmony tokens on Llama 3 BPE", "harmony `<|channel|>commentary to=functions.NAME`",
                 [_OK, _OK, _OK, _OK, _OK, "analysis channel", "low/medium/high", _OK]),
+    "minimax-m2": ("Qwen2 BPE + MiniMax tokens (stand-in)", "`<minimax:tool_call><invoke name=…>` XML, typed by schema",
+                   [_OK, _OK, _OK, _OK, _OK, "`<think>` (prompt opens it)", "on/off", _OK]),
     "devstral": ("Tekken (mistral-common) + template", "`[TOOL_CALLS]NAME[ARGS]{…}`",
                  [_OK, _OK, _OK, _OK, _OK, "-", "400 (no setting)", "-"]),
     "ministral3-reasoning": ("Tekken + template", "`[TOOL_CALLS]NAME[ARGS]{…}`",
@@ -53,8 +55,6 @@ MATRIX: dict[str, tuple[str, str, list[str]]] = {
 NOT_BUILT = {
     "glm-4.7": "calls `<tool_call>NAME<arg_key>…</arg_key><arg_value>…`: mlx-lm's glm47 parser would read "
                "them whole; no zoo model, reader or grammar yet",
-    "minimax-m2": "calls `<minimax:tool_call><invoke name=…><parameter name=…>`: mlx-lm's parser; "
-                  "no zoo model, reader or grammar yet",
     "gemma-4": "llama.cpp ships ggml-vocab-gemma-4.gguf (SentencePiece-like, not yet converted by the zoo)",
     "granite-4": "no zoo model yet",
 }
