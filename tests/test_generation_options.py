@@ -7,7 +7,8 @@ import grpc
 import pytest
 
 from mlxrpc.engine.reasoning import ReasoningFormat, ReasoningSplitter, thinking_enabled
-from mlxrpc.engine.tools import LLAMA_PYTHON_TAG, ToolCallExtractor, ToolFormat, _parse_llama_json
+from mlxrpc.engine.tool_format import ToolFormat
+from mlxrpc.engine.tools import LLAMA_PYTHON_TAG, ToolCallExtractor, _parse_llama_json
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
@@ -144,13 +145,14 @@ def test_llama_json_tool_calls_are_found_with_or_without_the_python_tag() -> Non
     fmt = ToolFormat(start=None, end=None, parser=_parse_llama_json, arguments_key="parameters")
     for text in ['{"name": "f", "parameters": {"x": 1}}', LLAMA_PYTHON_TAG + '{"name": "f", "parameters": {"x": 1}}']:
         extractor = ToolCallExtractor(fmt, [])
-        visible = "".join(extractor.feed(piece) for piece in [text[:3], text[3:]]) + extractor.flush()
-        calls, unparsed = extractor.calls()
+        visible = "".join(extractor.feed(piece) for piece in [text[:3], text[3:]])
+        calls, unparsed, _ = extractor.finish(cut=False)
         assert visible == "" and unparsed == ""
         assert [(c.name, c.arguments_json) for c in calls] == [("f", '{"x": 1}')]
     plain = ToolCallExtractor(fmt, [])
-    assert plain.feed("The answer") + plain.feed(" is 4") + plain.flush() == "The answer is 4"
-    assert plain.calls() == ([], "")
+    visible = plain.feed("The answer") + plain.feed(" is 4")
+    calls, rest, _ = plain.finish(cut=False)
+    assert visible + rest == "The answer is 4" and calls == []
 
 
 async def test_a_token_id_prompt_echoes_its_text(stub) -> None:

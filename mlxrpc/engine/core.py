@@ -343,7 +343,7 @@ class EngineCore:
             if (budget := budget_processor(p)) is not None:
                 processors.append(budget)
             if p.grammar is not None:
-                processors.append(GrammarProcessor(p.grammar, p.model.vocab_size, p.grammar_after))
+                processors.append(GrammarProcessor(p.grammar, p.model.vocab_size))
             row.uid, cached = batch.insert(
                 p.prompt_ids, max_tokens=p.max_tokens, sampling=p.sampling,
                 processors=[self._guard(row, proc) for proc in processors],

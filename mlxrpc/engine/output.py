@@ -13,11 +13,11 @@ from typing import Any
 
 from ..metrics import Metrics
 from .detokenizer import IncrementalDetokenizer
+from .harmony import HarmonyReader, harmony_tokens
 from .prepare import PreparedRequest
 from .reasoning import ReasoningSplitter
 from .stopping import StopStringMatcher
 from .token_bytes import text_of
-from .tool_deltas import ToolDeltaStreamer
 from .tools import ToolCallExtractor
 from .types import Chunk, Finish, InputDetails, StopReason, Timings, TokenLogprob, Usage
 
@@ -35,18 +35,21 @@ class OutputProcessor:
         self._detokenizer = IncrementalDetokenizer(model.tokenizer)
         self._matcher = StopStringMatcher(request.stopping.stop)
         self._tools = None
-        self._deltas: ToolDeltaStreamer | None = None
         markers: set[int] = set()
-        if prepared.tool_format is not None:
+        # Harmony (gpt-oss) routes reasoning, answer and calls by its own markers.
+        self._harmony: HarmonyReader | None = None
+        if (harmony := harmony_tokens(model.tokenizer)) is not None:
+            self._harmony = HarmonyReader(prepared.tool_format is not None, request.max_tool_calls)
+            markers.update(harmony.values())
+        elif prepared.tool_format is not None:
             fmt = prepared.tool_format
             self._tools = ToolCallExtractor(fmt, request.prompt.tools or [],  # type: ignore[union-attr]
                                             request.max_tool_calls)
-            self._deltas = ToolDeltaStreamer(fmt)
-            markers.update(fmt.start_tokens, fmt.end_tokens)
+            markers.update(fmt.start_tokens, fmt.end_tokens, fmt.extra_tokens)
         self._reasoning = None
         if prepared.reasoning is not None:
             self._reasoning = ReasoningSplitter(prepared.reasoning, prepared.starts_in_reasoning)
-            markers.update(prepared.reasoning.end_tokens)
+            markers.update(prepared.reasoning.start_tokens, prepared.reasoning.end_tokens)
         # Special tokens stay out of the text unless asked for; markers the
         # parsers need (Llama's <|python_tag|>) go through to them.
         self._hidden = model.special_ids - markers if request.skip_special_tokens else frozenset()
@@ -71,7 +74,8 @@ class OutputProcessor:
             self._metrics.itl.labels(p.model.id).observe(now - self._last_token_at)
         self._last_token_at = now
         self.generated += 1
-        if self._reasoning is not None and self._reasoning.in_reasoning:
+        if (self._reasoning is not None and self._reasoning.in_reasoning) or (
+                self._harmony is not None and self._harmony.in_reasoning):
             self.reasoning_tokens += 1
         chunk = self._pending
         chunk.token_ids.append(token)
@@ -109,6 +113,12 @@ class OutputProcessor:
         """Routes generated text: thinking to ``reasoning``, the answer past tool-call markup."""
         if not text:
             return
+        if self._harmony is not None:
+            thought, answer, deltas = self._harmony.feed(text)
+            chunk.reasoning += thought
+            chunk.text += answer
+            chunk.tool_call_deltas += deltas
+            return
         if self._reasoning is not None:
             thought, text = self._reasoning.feed(text)
             chunk.reasoning += thought
@@ -116,10 +126,13 @@ class OutputProcessor:
 
     def _answer(self, chunk: Chunk, text: str) -> None:
         """Answer text, less any tool-call markup (held for parsing at the end)."""
-        if text:
-            chunk.text += self._tools.feed(text) if self._tools is not None else text
-        if self._deltas is not None and self._tools is not None:
-            chunk.tool_call_deltas += self._deltas.feed(self._tools.captured)
+        if not text:
+            return
+        if self._tools is None:
+            chunk.text += text
+            return
+        chunk.text += self._tools.feed(text)
+        chunk.tool_call_deltas += self._tools.deltas()
 
     def _finish(self, chunk: Chunk, reason: StopReason, stop_sequence: str, token: int, now: float) -> None:
         if reason is not StopReason.STOP_SEQUENCE:
@@ -137,18 +150,21 @@ class OutputProcessor:
             chunk.reasoning += thought
             self._answer(chunk, answer)
         tool_calls = []
-        if self._tools is not None:
-            held = self._tools.flush()
-            tool_calls, unparsed = self._tools.calls()
-            cut = reason in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH)
-            if cut:
-                # A call cut off by the budget: what was written of it, its
-                # markup kept out of content; the finish reason stays.
-                held, unparsed = "", ""
-            tool_calls, deltas = self._deltas.finish(self._tools.captured, tool_calls, cut)  # type: ignore[union-attr]
+        if self._harmony is not None:
+            thought, answer, deltas = self._harmony.flush()
+            chunk.reasoning += thought
+            chunk.text += answer
             chunk.tool_call_deltas += deltas
-            chunk.text += held
-            chunk.text += unparsed
+            tool_calls = list(self._harmony.calls)
+            if tool_calls and reason not in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH):
+                reason = StopReason.TOOL_CALLS
+        if self._tools is not None:
+            # A call cut off by the budget keeps what was written, and the
+            # reason stays the budget's; its markup never shows as content.
+            cut = reason in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH)
+            tool_calls, text, deltas = self._tools.finish(cut)
+            chunk.text += text
+            chunk.tool_call_deltas += deltas
             if tool_calls and not cut:
                 reason = StopReason.TOOL_CALLS
         chunk.finish = self._finish_record(reason, stop_sequence, token, now)

@@ -24,8 +24,8 @@ from .params import (
 from .prompts import render_chat, tokenize_prompt
 from .reasoning import ReasoningFormat, reasoning_format, starts_in_reasoning, thinking_enabled
 from .registry import LoadedModel
-from .structured import GrammarMatcher
-from .tools import ToolFormat
+from .structured import GrammarMatcher, Think
+from .tool_format import ToolFormat
 from .types import ChatPrompt, GenerationRequest, ModelKind, TokenLogprob
 
 
@@ -44,11 +44,9 @@ class PreparedRequest:
     stop_on: list[int]
     grammar: GrammarMatcher | None = None
     tool_format: ToolFormat | None = None
-    # Reasoning models: the markers, whether the prompt leaves the block open,
-    # and the tokens after which grammars start (empty: at once).
+    # Reasoning models: the markers, and whether the prompt leaves the block open.
     reasoning: ReasoningFormat | None = None
     starts_in_reasoning: bool = False
-    grammar_after: tuple[int, ...] = ()
     # The context length, not max_tokens, bounds this request.
     context_capped: bool = False
     # With prompt_logprobs: one per prompt token after the first (engine thread).
@@ -81,10 +79,12 @@ def prepare(request: GenerationRequest, model: LoadedModel, settings: EngineSett
         max_tokens, capped = resolve_max_tokens(
             request.stopping.max_tokens, settings, len(prompt_ids), model.context_length
         )
-    grammar, tool_format = plan_constraints(request, model)
     fmt = reasoning_format(model.tokenizer) if isinstance(request.prompt, ChatPrompt) else None
     kwargs = request.prompt.template_kwargs if isinstance(request.prompt, ChatPrompt) else {}
     thinking = thinking_enabled(fmt, prompt_text, kwargs)
+    inside = bool(fmt) and starts_in_reasoning(fmt, prompt_text)  # type: ignore[arg-type]
+    think = _think(fmt, inside) if fmt is not None and thinking else None
+    grammar, tool_format = plan_constraints(request, model, think)
     stop_ids = set(request.stopping.stop_token_ids)
     stop_on = sorted(stop_ids | (set() if request.stopping.ignore_eos else set(model.eos_token_ids)))
     return PreparedRequest(
@@ -100,7 +100,14 @@ def prepare(request: GenerationRequest, model: LoadedModel, settings: EngineSett
         tool_format=tool_format,
         images=decoded,
         reasoning=fmt if thinking else None,
-        starts_in_reasoning=bool(fmt) and starts_in_reasoning(fmt, prompt_text),
-        grammar_after=fmt.end_tokens if fmt is not None and thinking else (),
+        starts_in_reasoning=inside,
         context_capped=capped,
     )
+
+
+def _think(fmt: ReasoningFormat, inside: bool) -> Think:
+    """The thinking block a grammar lets the model write before its answer."""
+    def single(tokens: tuple[int, ...]) -> int | None:
+        return tokens[0] if len(tokens) == 1 else None
+
+    return Think(fmt.start, single(fmt.start_tokens), fmt.end, single(fmt.end_tokens), inside)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .prompts import template_source
 from .stopping import StopStringMatcher
 
 
@@ -21,18 +22,20 @@ from .stopping import StopStringMatcher
 class ReasoningFormat:
     start: str
     end: str
-    # The end marker's token ids: grammars start after them.
+    # The markers' token ids (one id: a grammar names the marker by it).
     end_tokens: tuple[int, ...]
+    start_tokens: tuple[int, ...] = ()
 
 
 def reasoning_format(tokenizer: Any) -> ReasoningFormat | None:
     """The model's thinking markers, or None for a model that does not think."""
     if not getattr(tokenizer, "has_thinking", False):
-        return None
+        return _bracket_think(tokenizer)
     start, end = tokenizer.think_start, tokenizer.think_end
     if not start or not end:
         return None
-    return ReasoningFormat(start, end, tuple(tokenizer.think_end_tokens or ()))
+    return ReasoningFormat(start, end, tuple(tokenizer.think_end_tokens or ()),
+                           tuple(tokenizer.think_start_tokens or ()))
 
 
 def starts_in_reasoning(fmt: ReasoningFormat, prompt_text: str) -> bool:
@@ -101,3 +104,11 @@ class ReasoningSplitter:
         if self.in_reasoning:
             return self._end.flush(), ""
         return "", self._start.flush()
+
+
+def _bracket_think(tokenizer: Any) -> ReasoningFormat | None:
+    """Mistral's [THINK] … [/THINK] control tokens, which mlx-lm does not look for."""
+    vocab = tokenizer.get_vocab()
+    if "[THINK]" not in vocab or "[/THINK]" not in vocab or "[THINK]" not in template_source(tokenizer):
+        return None
+    return ReasoningFormat("[THINK]", "[/THINK]", (vocab["[/THINK]"],), (vocab["[THINK]"],))

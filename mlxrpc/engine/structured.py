@@ -11,15 +11,15 @@ requests share one batch.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import invalid
-from .tools import ToolFormat
+from .lark import JSON_OPTIONS, json_lark, nested
 from .types import ResponseFormat
 
-# Compact JSON: no free whitespace, so a weak model cannot pad forever.
-_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
+if TYPE_CHECKING:
+    from .tool_format import ToolFormat
 
 def build_tokenizer(hf_tokenizer: Any, vocab_size: int) -> Any:
     """The llguidance view of a Hugging Face tokenizer (walks the vocabulary once).
@@ -33,70 +33,74 @@ def build_tokenizer(hf_tokenizer: Any, vocab_size: int) -> Any:
     return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=max(vocab_size, len(hf_tokenizer)))
 
 
-def _json_grammar(schema: dict[str, Any]) -> str:
-    from llguidance import LLMatcher
-
-    return LLMatcher.grammar_from_json_schema(schema, overrides=_JSON_OPTIONS)
-
-
-def grammar_for(fmt: ResponseFormat) -> tuple[str, str]:
+def grammar_for(fmt: ResponseFormat, think: Think | None = None) -> tuple[str, str]:
     """(grammar, the request field it came from); INVALID_ARGUMENT if it cannot be built."""
     try:
-        return _grammar_for(fmt)
+        return with_thinking(_grammar_for(fmt), think), _field_of(fmt)
     except (ValueError, TypeError, RuntimeError) as exc:
         field = "response_format.json_schema" if fmt.json_schema is not None else "response_format"
         raise invalid(field, f"{field} cannot be enforced: {_short(str(exc))}") from None
 
 
-def _grammar_for(fmt: ResponseFormat) -> tuple[str, str]:
+def _field_of(fmt: ResponseFormat) -> str:
+    if fmt.json_schema is not None:
+        return "response_format.json_schema"
+    if fmt.regex is not None:
+        return "response_format.regex"
+    if fmt.choices:
+        return "response_format.choice"
+    return "response_format"
+
+
+def _grammar_for(fmt: ResponseFormat) -> str:
     from llguidance import LLMatcher
 
     if fmt.json_object:
-        return _json_grammar({"type": "object"}), "response_format"
+        return LLMatcher.grammar_from_lark(f"start: {json_lark({'type': 'object'})}")
     if fmt.json_schema is not None:
-        return _json_grammar(fmt.json_schema), "response_format.json_schema"
+        return LLMatcher.grammar_from_json_schema(fmt.json_schema, overrides=JSON_OPTIONS)
     if fmt.regex is not None:
-        return LLMatcher.grammar_from_regex(fmt.regex), "response_format.regex"
+        return LLMatcher.grammar_from_regex(fmt.regex)
     if fmt.choices:
         alternatives = " | ".join(json.dumps(c) for c in fmt.choices)
-        return LLMatcher.grammar_from_lark(f"start: {alternatives}"), "response_format.choice"
+        return LLMatcher.grammar_from_lark(f"start: {alternatives}")
     raise invalid("response_format", "response_format names no format")
 
 
-def tool_call_grammar(tools: list[dict[str, Any]], fmt: ToolFormat, added_ids: set[int]) -> str:
-    """One call to one of ``tools``, written the family's way.
+@dataclass(frozen=True)
+class Think:
+    """A thinking block the model may write before a constrained answer.
 
-    A marker that is a single added token (Qwen3's ``<tool_call>``) is named
-    by its id: the model emits that token, never the marker's characters.
-    """
-    from llguidance import LLMatcher
+    ``inside``: the prompt already opened it (DeepSeek-R1), so the answer
+    comes after its end marker; otherwise the block is optional, so a model
+    that answers at once is constrained at once (never waits for an end
+    marker that does not come)."""
 
-    variants = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"const": t["function"]["name"]},
-                fmt.arguments_key: t["function"].get("parameters") or {"type": "object"},
-            },
-            "required": ["name", fmt.arguments_key],
-            "additionalProperties": False,
-        }
-        for t in tools
-    ]
-    schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    body = json.dumps({**schema, "x-guidance": _JSON_OPTIONS})
-    parts = ["call"]
-    if fmt.start:
-        parts = [_marker(fmt.start, fmt.start_tokens, added_ids), json.dumps("\n"), "call"]
-        if fmt.end:
-            parts += [json.dumps("\n"), _marker(fmt.end, fmt.end_tokens, added_ids)]
-    return LLMatcher.grammar_from_lark(f"start: {' '.join(parts)}\ncall: %json {body}")
+    start: str
+    start_token: int | None
+    end: str
+    end_token: int | None
+    inside: bool
 
 
-def _marker(text: str, tokens: tuple[int, ...], added_ids: set[int]) -> str:
-    if len(tokens) == 1 and tokens[0] in added_ids:
-        return f"<[{tokens[0]}]>"
-    return json.dumps(text)
+def with_thinking(grammar: str, think: Think | None) -> str:
+    """``grammar`` (any llguidance grammar) after the thinking block."""
+    if think is None:
+        return grammar
+    if think.end_token is not None:
+        rules = [f"think: /(?s:.*)/ <[{think.end_token}]>"]
+    else:
+        rules = ["think: think_text", f"think_text[stop={json.dumps(think.end)}]: /(?s:.*)/"]
+    opening = f"<[{think.start_token}]>" if think.start_token is not None else json.dumps(think.start)
+    block = "think /\\n{0,2}/" if think.inside else f"({opening} think /\\n{{0,2}}/)?"
+    return nested("\n".join([f"start: {block} @answer", *rules]), grammar)
+
+
+def tool_call_grammar(tools: list[dict[str, Any]], fmt: ToolFormat, added_ids: set[int],
+                      think: Think | None = None) -> str:
+    """One call to one of ``tools``, written the family's way (see ``ToolFormat.grammar``)."""
+    assert fmt.grammar is not None
+    return with_thinking(fmt.grammar(tools, fmt, added_ids), think)
 
 
 def check_grammar(grammar: str, llg_tokenizer: Any, field: str) -> None:
@@ -153,21 +157,15 @@ class GrammarProcessor:
     raises GrammarFailure, which fails this request only.
     """
 
-    def __init__(self, grammar: GrammarMatcher, vocab_size: int, after: tuple[int, ...] = ()) -> None:
+    def __init__(self, grammar: GrammarMatcher, vocab_size: int) -> None:
         self._matcher = grammar.matcher
         self._vocab_size = vocab_size
         self._started = False
-        # A reasoning model thinks freely first: the grammar starts after these tokens.
-        self._after = list(after)
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import mlx.core as mx
         import numpy as np
 
-        if self._after:
-            if tokens.size < len(self._after) or tokens[-len(self._after):].tolist() != self._after:
-                return logits
-            self._after = []  # the thinking just ended: this token is the grammar's first
         if self._started:
             self._matcher.consume_token(int(tokens[-1].item()))
         self._started = True

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mlxrpc.demo_model import LOGIT_SCALE, ensure_built
-from tests.zoo import gguf_tokenizer
+from tests.zoo import gguf_tokenizer, tekken
 from tests.zoo.families import FAMILIES, Family
 from tests.zoo.gguf_tokenizer import Added
 from tests.zoo.sources import ZooUnavailable, cache_dir, template_text, vocab_path
@@ -48,9 +48,15 @@ def padded_added(fam: Family, base: int) -> dict[int, Added]:
     return {**fam.added, **{i: Added(f"[PAD{i}]") for i in range(size, total)}}
 
 
+def vocab_file(fam: Family) -> Path:
+    """The family's vocabulary: a llama.cpp vocab file, or mistral-common's Tekken."""
+    return tekken.tekken_path() if fam.vocab == "tekken" else vocab_path(fam.vocab)
+
+
 def family_tokenizer(fam: Family):
     """The family's ``tokenizers.Tokenizer``."""
-    vocab = gguf_tokenizer.read_vocab(vocab_path(fam.vocab))
+    path = vocab_file(fam)
+    vocab = tekken.read_tekken(path) if fam.vocab == "tekken" else gguf_tokenizer.read_vocab(path)
     added = padded_added(fam, gguf_tokenizer.base_size(vocab))
     return gguf_tokenizer.build_tokenizer(vocab, added, fam.bos_token if fam.add_bos else None)
 
@@ -64,7 +70,7 @@ def model_dir(name: str) -> Path:
 
 def _fingerprint(fam: Family) -> str:
     digest = hashlib.sha256()
-    for path in (vocab_path(fam.vocab), Path(gguf_tokenizer.__file__), Path(__file__)):
+    for path in (vocab_file(fam), Path(gguf_tokenizer.__file__), Path(tekken.__file__), Path(__file__)):
         digest.update(path.read_bytes())
     digest.update(template_text(fam.template).encode())
     spec = {"builder": BUILDER_VERSION, "shape": SHAPE, **asdict(fam)}

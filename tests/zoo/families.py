@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.zoo.gguf_tokenizer import Added
+from tests.zoo.tekken import SPECIALS
 
 _QWEN_COMMON = {
     151643: Added("<|endoftext|>"),
@@ -144,6 +145,51 @@ PHI35_ADDED = {
 }
 
 
+# gpt-oss (harmony): o200k_harmony's special tokens, at their offsets from
+# 199998, placed after Llama 3's 128000 byte-level BPE tokens (the stand-in
+# vocabulary: o200k itself is not available offline).
+_HARMONY_BASE = 128000
+GPT_OSS_ADDED = {
+    _HARMONY_BASE + offset: Added(name) for offset, name in {
+        0: "<|startoftext|>", 1: "<|endoftext|>", 2: "<|reserved_200000|>", 3: "<|reserved_200001|>",
+        4: "<|return|>", 5: "<|constrain|>", 6: "<|reserved_200004|>", 7: "<|channel|>",
+        8: "<|start|>", 9: "<|end|>", 10: "<|message|>", 11: "<|reserved_200009|>",
+        12: "<|reserved_200010|>", 13: "<|reserved_200011|>", 14: "<|call|>",
+        15: "<|reserved_200013|>", 16: "<|reserved_200014|>", 17: "<|reserved_200015|>",
+        18: "<|reserved_200016|>", 19: "<|reserved_200017|>", 20: "<|endofprompt|>",
+    }.items()
+}
+
+
+# Stand-ins on Qwen2's byte-level BPE (151643 tokens) for families whose vocabulary
+# llama.cpp does not ship: the family's own control tokens, at ids after the base
+# (not the real checkpoints' ids), with the real special flags where known.
+_STANDIN = 151643
+KIMI_K2_ADDED = {_STANDIN + i: Added(name) for i, name in enumerate([
+    "[BOS]", "[EOS]", "<|im_end|>", "<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>",
+    "<|media_start|>", "<|media_content|>", "<|media_end|>", "<|media_pad|>",
+    "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+    "<|tool_call_argument_begin|>", "<|tool_call_end|>"])}
+DEEPSEEK_V31_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, special) in enumerate([
+    ("<\uff5cbegin\u2581of\u2581sentence\uff5c>", True), ("<\uff5cend\u2581of\u2581sentence\uff5c>", True),
+    ("<\uff5cUser\uff5c>", False), ("<\uff5cAssistant\uff5c>", False), ("<think>", False),
+    ("</think>", False), ("<\uff5ctool\u2581calls\u2581begin\uff5c>", True),
+    ("<\uff5ctool\u2581calls\u2581end\uff5c>", True), ("<\uff5ctool\u2581call\u2581begin\uff5c>", True),
+    ("<\uff5ctool\u2581call\u2581end\uff5c>", True), ("<\uff5ctool\u2581sep\uff5c>", True),
+    ("<\uff5ctool\u2581output\u2581begin\uff5c>", False), ("<\uff5ctool\u2581output\u2581end\uff5c>", False)])}
+MINIMAX_M2_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, special) in enumerate([
+    ("]~!b[", True), ("]~b]", True), ("[e~[", True), ("<minimax:tool_call>", False),
+    ("</minimax:tool_call>", False), ("<think>", False), ("</think>", False)])}
+_STANDIN_CONFIG = {"rope_theta": 1000000.0, "max_position_embeddings": 131072}
+
+
+# Tekken's 1000 control-token slots (tests/zoo/tekken.py names the known ones).
+TEKKEN_ADDED = {i: Added(SPECIALS.get(i, f"<SPECIAL_{i}>")) for i in range(1000)}
+
+_MISTRAL_CONFIG = {"rope_theta": 1000000000.0, "max_position_embeddings": 131072,
+                   "bos_token_id": 1, "eos_token_id": 2}
+
+
 # Hermes' "default" template (plain ChatML); llama.cpp ships only its "tool_use" one.
 CHATML = (
     "{{bos_token}}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -194,6 +240,32 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "dropped. String arguments are written as is, dicts via tojson. "
               "enable_thinking=False adds an empty <think></think>; reasoning of assistant "
               "turns before the last user query is dropped.",
+    ),
+    Family(
+        name="qwen3-coder", vocab="qwen2", template="Qwen3-Coder.jinja", architecture="qwen3",
+        added=QWEN3_ADDED, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        eos_token_ids=[151645, 151643], add_bos=False,
+        expect=Expect("qwen3_coder", ("<think>", "</think>")),
+        config={"rope_theta": 10000000.0, "max_position_embeddings": 262144,
+                "bos_token_id": 151643, "eos_token_id": 151645},
+        notes="Qwen3's tokenizer (the real Qwen3-Coder ships the same 26 added tokens) with "
+              "Qwen3-Coder's template; architecture qwen3 stands in for qwen3_moe. Tools are "
+              "listed as XML; calls are <tool_call><function=NAME><parameter=KEY>VALUE"
+              "</parameter></function></tool_call>, values bare text. The template has no "
+              "thinking, but the vocabulary's <think> makes mlx-lm report it.",
+    ),
+    Family(
+        name="qwen3.5", vocab="qwen35", template="Qwen3.5-4B.jinja", architecture="qwen3",
+        added=QWEN3_ADDED, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        eos_token_ids=[151645, 151643], add_bos=False,
+        expect=Expect("qwen3_coder", ("<think>", "</think>")),
+        config={"rope_theta": 10000000.0, "max_position_embeddings": 262144,
+                "bos_token_id": 151643, "eos_token_id": 151645},
+        notes="llama.cpp's qwen35 vocab file (Qwen3.5's pre-tokenizer on Qwen2's 151643 "
+              "merges) with Qwen3's added tokens at Qwen3's ids as a stand-in (the real "
+              "checkpoint's added tokens are not in the file); architecture qwen3 stands in "
+              "for the hybrid qwen3_5. Calls are Qwen3-Coder's XML; the generation prompt "
+              "opens <think>\\n unless enable_thinking is false.",
     ),
     Family(
         name="llama3.1", vocab="llama-bpe", template="meta-llama-Llama-3.1-8B-Instruct.jinja",
@@ -263,15 +335,101 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "add_generation_prompt it ends with eos_token.",
     ),
     Family(
-        name="gpt-oss", vocab="", template="openai-gpt-oss-120b.jinja", architecture="gpt_oss",
-        added={}, bos_token=None, eos_token="<|return|>", pad_token=None, eos_token_ids=[],
-        add_bos=False, expect=Expect(None, None),
-        unavailable="llama.cpp ships no o200k_harmony vocab file (only the gpt-oss template)",
+        name="gpt-oss", vocab="llama-bpe", template="openai-gpt-oss-120b.jinja",
+        architecture="gpt_oss", added=GPT_OSS_ADDED, bos_token="<|startoftext|>",
+        eos_token="<|return|>", pad_token="<|endoftext|>",
+        eos_token_ids=[_HARMONY_BASE + 4, _HARMONY_BASE + 1, _HARMONY_BASE + 14], add_bos=False,
+        expect=Expect(None, None),
+        config={"rope_theta": 150000, "max_position_embeddings": 131072, "num_local_experts": 4,
+                "num_experts_per_tok": 2, "sliding_window": 128,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "bos_token_id": _HARMONY_BASE, "eos_token_id": _HARMONY_BASE + 4},
+        notes="Harmony's special tokens on Llama 3's byte-level BPE (stand-in for o200k); "
+              "mlx-lm's gpt_oss architecture (4 experts). The generation prompt is "
+              "<|start|>assistant; the model writes <|channel|>analysis<|message|>…<|end|> "
+              "(reasoning), then <|start|>assistant<|channel|>final<|message|>…<|return|>, or a "
+              "call <|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{…}"
+              "<|call|>. The template renders past calls as <|start|>assistant "
+              "to=functions.NAME<|channel|>commentary json<|message|>…<|call|> and results as "
+              "<|start|>functions.NAME to=assistant<|channel|>commentary<|message|>…<|end|>. "
+              "reasoning_effort (low/medium/high) goes into the system message. mlx-lm "
+              "reports neither tool calling nor thinking: the server reads harmony itself.",
+    ),
+    Family(
+        name="qwq", vocab="qwen2", template="Qwen-QwQ-32B.jinja", architecture="qwen2",
+        added=QWEN3_ADDED, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        eos_token_ids=[151645, 151643], add_bos=False,
+        expect=Expect("json_tools", ("<think>", "</think>")),
+        config={"rope_theta": 1000000.0, "max_position_embeddings": 40960,
+                "bos_token_id": 151643, "eos_token_id": 151645},
+        notes="Qwen2.5's vocabulary with the 26 added tokens QwQ shares with Qwen3. The "
+              "generation prompt opens <think>\\n (closed at once when enable_thinking is "
+              "false); calls are Hermes-style <tool_call> JSON.",
+    ),
+    Family(
+        name="kimi-k2", vocab="qwen2", template="moonshotai-Kimi-K2.jinja", architecture="qwen3",
+        added=KIMI_K2_ADDED, bos_token="[BOS]", eos_token="<|im_end|>", pad_token="[EOS]",
+        eos_token_ids=[_STANDIN + 2], add_bos=False, expect=Expect("kimi_k2", None),
+        config={**_STANDIN_CONFIG, "bos_token_id": _STANDIN, "eos_token_id": _STANDIN + 2},
+        notes="Stand-in: Qwen2's BPE for Kimi's tiktoken vocabulary, Kimi-K2's control "
+              "tokens after it; architecture qwen3 stands in for deepseek_v3/kimi. Calls: "
+              "<|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:IDX"
+              "<|tool_call_argument_begin|>{json}<|tool_call_end|><|tool_calls_section_end|>; "
+              "results as '## Return of ID' tool turns. No thinking.",
+    ),
+    Family(
+        name="deepseek-v3.1", vocab="qwen2", template="deepseek-ai-DeepSeek-V3.1.jinja",
+        architecture="qwen3", added=DEEPSEEK_V31_ADDED,
+        bos_token="<\uff5cbegin\u2581of\u2581sentence\uff5c>",
+        eos_token="<\uff5cend\u2581of\u2581sentence\uff5c>",
+        pad_token="<\uff5cend\u2581of\u2581sentence\uff5c>", eos_token_ids=[_STANDIN + 1],
+        add_bos=True, expect=Expect(None, ("<think>", "</think>")),
+        config={**_STANDIN_CONFIG, "bos_token_id": _STANDIN, "eos_token_id": _STANDIN + 1},
+        notes="Stand-in: Qwen2's BPE for DeepSeek-V3's vocabulary, its turn, thinking and "
+              "tool markers after it (tool markers as control tokens); architecture qwen3 "
+              "stands in for deepseek_v3. thinking (or enable_thinking) defaults to off: the "
+              "prompt ends <｜Assistant｜></think>. Calls: <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>"
+              "NAME<｜tool▁sep｜>{json}<｜tool▁call▁end｜><｜tool▁calls▁end｜>; mlx-lm knows "
+              "no parser for it, the server reads it.",
+    ),
+    Family(
+        name="minimax-m2", vocab="qwen2", template="MiniMax-M2.jinja", architecture="qwen3",
+        added=MINIMAX_M2_ADDED, bos_token="]~!b[", eos_token="[e~[", pad_token="[e~[",
+        eos_token_ids=[_STANDIN + 2], add_bos=False,
+        expect=Expect("minimax_m2", ("<think>", "</think>")),
+        config={**_STANDIN_CONFIG, "bos_token_id": _STANDIN, "eos_token_id": _STANDIN + 2},
+        notes="Stand-in: Qwen2's BPE for MiniMax's vocabulary, its turn markers (control) and "
+              "tool/thinking tags (plain added tokens, flags not checked) after it; "
+              "architecture qwen3 stands in for minimax. The generation prompt opens "
+              "<think>\\n. Calls: <minimax:tool_call>\\n<invoke name=\"NAME\">\\n"
+              "<parameter name=\"KEY\">VALUE</parameter>\\n</invoke>\\n</minimax:tool_call>.",
+    ),
+    Family(
+        name="devstral", vocab="tekken", template="unsloth-mistral-Devstral-Small-2507.jinja",
+        architecture="llama", added=TEKKEN_ADDED, bos_token="<s>", eos_token="</s>",
+        pad_token="<pad>", unk_token="<unk>", eos_token_ids=[2], add_bos=True,
+        expect=Expect("mistral", None), config=_MISTRAL_CONFIG,
+        notes="Tekken (mistral-common's tekken_240911.json: the real 131072-token vocabulary, "
+              "control tokens 0-999; [ARGS]/[CALL_ID]/[THINK] ids from memory) with Devstral "
+              "Small 2507's template; architecture llama stands in for mistral. Tools go in "
+              "[AVAILABLE_TOOLS] before the last user turn; calls are "
+              "[TOOL_CALLS]NAME[ARGS]{json}, results [TOOL_RESULTS]…[/TOOL_RESULTS]. No thinking.",
+    ),
+    Family(
+        name="ministral3-reasoning", vocab="tekken",
+        template="mistralai-Ministral-3-14B-Reasoning-2512.jinja", architecture="llama",
+        added=TEKKEN_ADDED, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", eos_token_ids=[2], add_bos=True, expect=Expect("mistral", None),
+        config=_MISTRAL_CONFIG,
+        notes="Tekken as for devstral, with Ministral 3 Reasoning's template: a default "
+              "system prompt asks for [THINK]…[/THINK] first (control tokens mlx-lm does "
+              "not look for; the server does); calls are [TOOL_CALLS]NAME[ARGS]{json}.",
     ),
     Family(
         name="mistral-nemo", vocab="", template="mistralai-Mistral-Nemo-Instruct-2407.jinja",
         architecture="mistral", added={}, bos_token="<s>", eos_token="</s>", pad_token=None,
         eos_token_ids=[], add_bos=True, expect=Expect("mistral", None),
-        unavailable="llama.cpp ships no Tekken (Mistral Nemo / Small 3) vocab file",
+        unavailable="superseded by devstral (Tekken from mistral-common); Nemo's template "
+                    "writes the older [TOOL_CALLS][{...}] list",
     ),
 ]}
