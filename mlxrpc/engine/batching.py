@@ -17,6 +17,7 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 
 from .params import ResolvedSampling
 from .sampling import LogitsProcessor, Sampler, greedy, make_request_sampler
+from .speculative import Speculation, Speculator
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ModelBatch:
         prefill_step_size: int,
         prompt_cache_size: int = 0,
         prompt_cache_bytes: int = 0,
+        speculation: Speculation | None = None,
     ) -> None:
         self._generator = BatchGenerator(
             model,
@@ -80,6 +82,10 @@ class ModelBatch:
             if prompt_cache_size > 0 and prompt_cache_bytes > 0
             else None
         )
+        # Speculative decoding (speculative.py) replaces the decode step.
+        self.speculator = Speculator(speculation) if speculation and speculation.method != "off" else None
+        if self.speculator is not None:
+            self.speculator.install(self._generator._generation_batch)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -95,11 +101,14 @@ class ModelBatch:
         vocab_size: int,
         model_inputs: dict[str, Any] | None = None,
         guard: Callable[[BaseException], None] | None = None,
+        speculative: bool = True,
     ) -> tuple[int, int]:
         """Queues a sequence; returns (uid, prompt tokens served from the prompt cache).
 
         ``guard`` receives a failure of this sequence's sampler (which then
         falls back to argmax), so one request's error never aborts the step.
+        ``speculative=False`` keeps drafts away from a sequence whose logits
+        processors keep state between calls (grammars).
         """
         sampler = make_request_sampler(sampling, vocab_size)
         if guard is not None:
@@ -122,6 +131,8 @@ class ModelBatch:
         )
         self._live.add(uid)
         self._limits[uid] = (frozenset(stop_token_ids), max_tokens)
+        if self.speculator is not None and not speculative:
+            self.speculator.excluded.add(uid)
         return uid, cached
 
     def remove(self, uids: list[int], *, keep_cache: bool = False) -> None:
@@ -138,6 +149,8 @@ class ModelBatch:
         for uid in uids:
             self._limits.pop(uid, None)
             self._early.discard(uid)
+            if self.speculator is not None:
+                self.speculator.excluded.discard(uid)
 
     @property
     def caching(self) -> bool:

@@ -286,6 +286,8 @@ class EngineCore:
                 processors=[self._guard(row, proc) for proc in processors],
                 stop_token_ids=p.stop_on, vocab_size=p.model.vocab_size, model_inputs=model_inputs,
                 guard=lambda exc, r=row: self._record_failure(r, exc),
+                # Grammars and min_tokens keep state per call: no drafts for them.
+                speculative=p.grammar is None and not p.request.stopping.min_tokens,
             )
             row.output = OutputProcessor(p, cached, self.settings.stream_interval, self.metrics)
         except Exception as exc:
@@ -457,6 +459,7 @@ def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int) -
         prefill_step_size=s.prefill_step_size,
         prompt_cache_size=s.prompt_cache_size,
         prompt_cache_bytes=s.prompt_cache_bytes,
+        speculation=model.speculation,
     )
 
 

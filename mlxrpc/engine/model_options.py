@@ -1,5 +1,5 @@
 """Per-model load options: chat template override, default template
-arguments, LoRA adapters, remote code.
+arguments, LoRA adapters, remote code, speculative decoding.
 
 Given like mlx_lm.server's flags, each value optionally prefixed with the
 model id it applies to (``--chat-template-args qwen='{"enable_thinking": false}'``);
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import EngineSettings
+from .speculative import METHODS, Speculation
 
 _ID_PREFIX = re.compile(r"^([A-Za-z0-9._:-]+)=(.*)$", re.S)
 
@@ -25,6 +26,7 @@ class ModelOptions:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     adapter_path: str | None = None
     trust_remote_code: bool = False
+    speculation: Speculation | None = None
 
 
 def _pick(values: list[str], model_id: str) -> str | None:
@@ -62,4 +64,25 @@ def model_options(settings: EngineSettings, model_id: str) -> ModelOptions:
         template_defaults=defaults,
         adapter_path=_pick(settings.adapter_path, model_id) or None,
         trust_remote_code=settings.trust_remote_code,
+        speculation=speculation(settings, model_id),
     )
+
+
+def speculation(settings: EngineSettings, model_id: str) -> Speculation | None:
+    """The model's speculative decoding (--speculative and its sizes); None when off."""
+    method = (_pick(settings.speculative, model_id) or "off").strip().lower()
+    if method not in METHODS:
+        raise ValueError(f"--speculative must be one of {', '.join(METHODS)}, got {method!r}")
+    sizes = {}
+    for name, values, default in (("num_draft_tokens", settings.num_draft_tokens, 4),
+                                  ("ngram_size", settings.ngram_size, 3),
+                                  ("max_batch", settings.speculative_max_batch, 4)):
+        raw = _pick(values, model_id)
+        flag = "--" + ("speculative-max-batch" if name == "max_batch" else name.replace("_", "-"))
+        try:
+            sizes[name] = int(raw) if raw and raw.strip() else default
+        except ValueError:
+            raise ValueError(f"{flag} {raw!r} is not an integer") from None
+        if sizes[name] < 1:
+            raise ValueError(f"{flag} must be at least 1, got {sizes[name]}")
+    return None if method == "off" else Speculation(method=method, **sizes)

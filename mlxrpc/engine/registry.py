@@ -17,6 +17,7 @@ from typing import Any
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
 from .model_options import ModelOptions
+from .speculative import Speculation
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
 from .types import ModelDescription, ModelKind
@@ -70,6 +71,8 @@ class LoadedModel:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     # Pooling and size of an embedding model (kind EMBEDDING).
     embedding: EmbeddingSpec | None = None
+    # Speculative decoding of its batches (--speculative), None when off.
+    speculation: Speculation | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -127,6 +130,7 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
                           field="model") from exc
     loaded.nbytes = checkpoint_bytes(path)
     loaded.template_defaults = dict(source.options.template_defaults)
+    loaded.speculation = source.options.speculation
     loaded.special_ids = special_token_ids(loaded.tokenizer)
     loaded.token_bytes = TokenBytes(loaded.tokenizer)
     try:

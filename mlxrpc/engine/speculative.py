@@ -1,0 +1,205 @@
+"""Speculative decoding inside the running batch (prompt lookup).
+
+mlx-lm's speculative path decodes one sequence and mlx_lm.server turns
+batching off to use it. Here one decode step of the whole batch verifies
+drafts instead: every row feeds its pending token followed by its draft
+tokens (rows without a proposal feed only padding after it), the target runs
+ONE forward pass over ``(batch, k + 1)`` tokens, and each row keeps the
+longest run of drafts its own sampler reproduces, plus the sampler's token at
+the first mismatch (so every step emits at least what a plain step would).
+
+Exactness. The draft of a row is a deterministic function of its tokens (a
+point mass), so the rejection rule "accept draft ``d`` with probability
+``p(d)``, else sample from ``p`` without ``d``, renormalised" is the same as
+"sample ``t ~ p`` with the request's own sampler, accept iff ``t == d``":
+``P(t = d) = p(d)`` and, given ``t != d``, ``t`` follows ``p`` without ``d``.
+Greedy rows take argmax at each position, so their output is the plain
+output. Logits processors (logit_bias, penalties) see the context each
+position would have had; rows whose processors keep state across calls
+(grammars, min_tokens) get no drafts (``speculative=False`` at insert).
+
+The KV caches are rolled back per row: all rows are trimmed by the fewest
+rejected positions, and a row that rejected more is shifted right by the
+difference, its stale tail becoming left padding (mlx-lm's own
+``prepare(right_padding)`` / ``finalize`` of ``BatchKVCache``). Caches of
+other kinds (rotating, quantized, recurrent) turn speculation off.
+
+When: only in steps where at most ``max_batch`` rows decode. Verifying ``k``
+drafts costs a ``k + 1``-token forward pass; that is nearly free while
+decoding is memory-bound (few rows) and a loss once the batch is large
+enough to be compute-bound, where plain steps run instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.generate import GenerationBatch
+from mlx_lm.models.cache import BatchKVCache
+from numpy.lib.stride_tricks import sliding_window_view
+
+METHODS = ("off", "ngram")
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """One model's speculative decoding settings (``--speculative`` and friends)."""
+
+    method: str = "ngram"
+    num_draft_tokens: int = 4
+    ngram_size: int = 3
+    max_batch: int = 4
+
+
+def propose_ngram(context: np.ndarray, ngram_size: int, k: int) -> list[int]:
+    """Prompt lookup: the ``k`` tokens that followed the latest earlier
+    occurrence of the context's last n tokens (longest n first, n ≥ 1)."""
+    length = len(context)
+    for n in range(min(ngram_size, length - 1), 0, -1):
+        tail = context[length - n:]
+        windows = sliding_window_view(context[: length - 1], n)
+        hits = np.flatnonzero((windows == tail).all(axis=1))
+        if hits.size:
+            start = int(hits[-1]) + n
+            return context[start:start + k].tolist()
+    return []
+
+
+@dataclass
+class SpeculationStats:
+    steps: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+
+def rollback(caches: list[Any], rejected: list[int]) -> None:
+    """Drops each row's last ``rejected[i]`` positions from every layer's cache."""
+    least = min(rejected)
+    shifts = [r - least for r in rejected]
+    for c in caches:
+        if least:
+            c.trim(least)
+        if any(shifts):
+            c.prepare(right_padding=shifts)
+            c.finalize()
+
+
+def supported(caches: list[Any]) -> bool:
+    return bool(caches) and all(type(c) is BatchKVCache for c in caches)
+
+
+@dataclass
+class Speculator:
+    """Replaces ``GenerationBatch.next`` of one batch by a verifying step."""
+
+    config: Speculation
+    # uids of rows that must not get drafts (stateful logits processors).
+    excluded: set[int] = field(default_factory=set)
+    stats: SpeculationStats = field(default_factory=SpeculationStats)
+
+    def install(self, batch: GenerationBatch) -> None:
+        batch.next = lambda: self.next(batch)  # type: ignore[method-assign]
+
+    def _drafts(self, batch: GenerationBatch, pending: list[int]) -> list[list[int]]:
+        cfg, out = self.config, []
+        for i, uid in enumerate(batch.uids):
+            room = min(cfg.num_draft_tokens, batch.max_tokens[i] - batch._num_tokens[i] - 1)
+            if room <= 0 or uid in self.excluded:
+                out.append([])
+                continue
+            context = np.asarray(batch.tokens[i] + [pending[i]], dtype=np.int64)
+            out.append(propose_ngram(context, cfg.ngram_size, room))
+        return out
+
+    def next(self, batch: GenerationBatch) -> list[GenerationBatch.Response]:
+        if not batch.uids or len(batch.uids) > self.config.max_batch or not supported(batch.prompt_cache):
+            return GenerationBatch.next(batch)
+        mx.eval(batch._next_tokens)
+        pending = batch._next_tokens.tolist()
+        drafts = self._drafts(batch, pending)
+        width = max(len(d) for d in drafts)
+        if width == 0:
+            return GenerationBatch.next(batch)
+        return self._verify(batch, pending, drafts, width)
+
+    def _verify(self, batch: GenerationBatch, pending: list[int], drafts: list[list[int]],
+                width: int) -> list[GenerationBatch.Response]:
+        rows = len(batch.uids)
+        inputs = [[pending[i], *d, *[pending[i]] * (width - len(d))] for i, d in enumerate(drafts)]
+        logits = batch.model(mx.array(inputs), cache=batch.prompt_cache)
+        samples, logprobs = [], []
+        for i in range(rows):
+            n = len(drafts[i]) + 1
+            row_logits = self._process(batch, i, inputs[i], logits[i, :n])
+            row_logprobs = row_logits - mx.logsumexp(row_logits, axis=-1, keepdims=True)
+            sampler = (batch.samplers[i] if batch.samplers else None) or batch.fallback_sampler
+            samples.append(sampler(row_logprobs))
+            logprobs.append(row_logprobs)
+        mx.eval(samples, logprobs)
+        responses, keep, rejected, bonus = [], [], [], []
+        for i in range(rows):
+            sampled, draft = samples[i].tolist(), drafts[i]
+            accepted = 0
+            while accepted < len(draft) and sampled[accepted] == draft[accepted]:
+                accepted += 1
+            self.stats.proposed += len(draft)
+            self.stats.accepted += accepted
+            emit = [pending[i], *draft[:accepted]]
+            emit_logprobs = [batch._next_logprobs[i], *logprobs[i][:accepted]]
+            emitted, finish = self._emit(batch, i, emit)
+            batch.tokens[i].extend(emit[:emitted])
+            if batch.logits_processors[i]:
+                batch._token_context[i].update_and_fetch(mx.array(emit[:emitted]))
+            rejected.append(width + 1 - emitted)
+            bonus.append((sampled[accepted], logprobs[i][accepted]))
+            responses.append([(emit[j], emit_logprobs[j], finish if j == emitted - 1 else None)
+                              for j in range(emitted)])
+            if finish is None:
+                keep.append(i)
+        self.stats.steps += 1
+        rollback(batch.prompt_cache, rejected)
+        out = []
+        for i, row in enumerate(responses):
+            for token, lp, finish in row:
+                out.append(GenerationBatch.Response(
+                    uid=batch.uids[i], token=token, logprobs=lp, finish_reason=finish,
+                    prompt_cache=batch.extract_cache(i) if finish else None,
+                    all_tokens=batch.tokens[i] if finish else None,
+                ))
+        batch._next_tokens = mx.array([t for t, _ in bonus], dtype=mx.uint32)
+        batch._next_logprobs = [lp for _, lp in bonus]
+        if len(keep) < rows:
+            batch.filter(keep)
+        return out
+
+    @staticmethod
+    def _process(batch: GenerationBatch, i: int, fed: list[int], logits: mx.array) -> mx.array:
+        """The row's logits processors at each verified position, with that position's context."""
+        processors = batch.logits_processors[i]
+        if not processors:
+            return logits
+        before = batch._token_context[i].tokens
+        out = []
+        for j in range(logits.shape[0]):
+            context = mx.concatenate([before, mx.array(fed[: j + 1], dtype=before.dtype)])
+            row = logits[j : j + 1]
+            for processor in processors:
+                row = processor(context, row)
+            out.append(row)
+        return mx.concatenate(out, axis=0)
+
+    @staticmethod
+    def _emit(batch: GenerationBatch, i: int, tokens: list[int]) -> tuple[int, str | None]:
+        """Counts the row's tokens against max_tokens and its stop sequences;
+        (tokens emitted, finish reason)."""
+        for n, token in enumerate(tokens, 1):
+            batch._num_tokens[i] += 1
+            finish = "length" if batch._num_tokens[i] >= batch.max_tokens[i] else None
+            if batch._matchers[i].advance(token):
+                finish = "stop"
+            if finish is not None:
+                return n, finish
+        return len(tokens), None
