@@ -25,7 +25,7 @@ import mlx.core as mx
 
 from mlxrpc.engine.batching import ModelBatch
 from mlxrpc.engine.params import ResolvedSampling
-from mlxrpc.engine.speculative import Speculation
+from mlxrpc.engine.speculative import Speculation, make_speculator
 
 from .common import bench_model, machine
 
@@ -44,7 +44,7 @@ def edit_prompt(tokenizer: Any, lines: int) -> list[int]:
 def decode(model: Any, prompt: list[int], tokens: int, spec: Speculation | None) -> tuple[float, int, int]:
     """(tokens/s after the first token, drafts proposed, drafts accepted)."""
     batch = ModelBatch(model, max_num_seqs=1, prefill_batch_size=1, prefill_step_size=2048,
-                       speculation=spec)
+                       speculator=make_speculator(spec))
     batch.insert(prompt, max_tokens=tokens, sampling=GREEDY, processors=[], stop_token_ids=[],
                  vocab_size=model.args.vocab_size)
     n, first = 0, None

@@ -13,6 +13,7 @@ asserts drafts were accepted, so none passes with speculation idle.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ import numpy as np
 import pytest
 
 from mlxrpc.engine.batching import ModelBatch
+from mlxrpc.engine.draft import propose_ngram
 from mlxrpc.engine.params import ResolvedSampling
 from mlxrpc.engine.sampling import make_request_processors
-from mlxrpc.engine.speculative import Speculation, propose_ngram
+from mlxrpc.engine.speculative import Speculation, make_speculator
 
 VOCAB = 512
 GREEDY = ResolvedSampling(0.0, 1.0, 0, 0.0, None, 0.0, 0.0, {}, 0)
@@ -50,12 +52,14 @@ def sampled(seed: int, temperature: float = 1.0, bias: dict[int, float] | None =
 
 def run(model: Any, requests: list[dict[str, Any]], spec: Speculation | None, *,
         cancel: dict[int, int] | None = None, join_after: dict[int, int] | None = None,
-        prompt_cache: bool = False, batch: ModelBatch | None = None) -> tuple[list[list[int]], ModelBatch]:
+        prompt_cache: bool = False, batch: ModelBatch | None = None,
+        draft: Any = None) -> tuple[list[list[int]], ModelBatch]:
     """Decodes ``requests`` (insert kwargs) together; ``join_after[i]`` steps
     before request i joins, ``cancel[i]`` tokens after which it is removed."""
     b = batch or ModelBatch(model, max_num_seqs=64, prefill_batch_size=8, prefill_step_size=64,
                             prompt_cache_size=8 if prompt_cache else 0,
-                            prompt_cache_bytes=1 << 30 if prompt_cache else 0, speculation=spec)
+                            prompt_cache_bytes=1 << 30 if prompt_cache else 0,
+                            speculator=make_speculator(spec, draft))
     join_after, cancel = join_after or {}, cancel or {}
     outputs: list[list[int]] = [[] for _ in requests]
     uid_of: dict[int, int] = {}
@@ -134,7 +138,8 @@ def test_only_small_batches_speculate(model: Any) -> None:
 
 def test_logprobs_are_the_targets(model: Any) -> None:
     def with_logprobs(spec: Speculation | None) -> tuple[list[int], list[np.ndarray], ModelBatch]:
-        b = ModelBatch(model, max_num_seqs=4, prefill_batch_size=4, prefill_step_size=64, speculation=spec)
+        b = ModelBatch(model, max_num_seqs=4, prefill_batch_size=4, prefill_step_size=64,
+                       speculator=make_speculator(spec))
         b.insert(PROMPTS[2], max_tokens=40, sampling=GREEDY, processors=[], stop_token_ids=[],
                  vocab_size=VOCAB)
         b.insert(PROMPTS[4], max_tokens=30, sampling=GREEDY, processors=[], stop_token_ids=[],
@@ -291,3 +296,60 @@ def test_served_greedy_output_logprobs_stops_and_grammars_match_plain_decoding(m
     assert got[2] == "stop"
     batch = spec.engine.core._c.batches["llama"]
     assert batch.speculator is not None and batch.speculator.stats.accepted > 0
+
+
+@pytest.fixture(scope="module")
+def draft_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another random model with the demo model's tokenizer (other weights, one layer)."""
+    from mlxrpc.demo_model import DEMO_SPEC, ensure_text_model
+
+    spec = dataclasses.replace(DEMO_SPEC, num_hidden_layers=1, seed=7)
+    return ensure_text_model(tmp_path_factory.mktemp("draft") / "llama", spec)
+
+
+def draft_run(model: Any, draft: Any, requests: list[dict[str, Any]], **kw: Any) -> tuple[list[list[int]], Any]:
+    spec = Speculation(method="draft", draft_model="x", max_batch=64)
+    return run(model, requests, spec, draft=draft, **kw)
+
+
+def test_draft_model_greedy_output_is_identical(model: Any, draft_dir: Path) -> None:
+    from mlx_lm import load
+
+    draft = load(str(draft_dir))[0]
+    kw = dict(join_after={1: 3, 4: 9}, cancel={2: 15})
+    plain, _ = run(model, greedy_requests(), None, **kw)
+    spec, b = draft_run(model, draft, greedy_requests(), **kw)
+    assert spec == plain
+    assert b.speculator.stats.proposed > 50
+    # The target as its own draft: every draft accepted (up to max_tokens).
+    same, b = draft_run(model, model, greedy_requests())
+    assert same == run(model, greedy_requests(), None)[0]
+    stats = b.speculator.stats
+    assert stats.accepted == stats.proposed > 100
+
+
+def test_draft_model_with_another_tokenizer_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    from mlx_lm import load
+
+    from mlxrpc.demo_model import DEMO_SPEC, ensure_text_model
+    from mlxrpc.engine.draft import load_draft
+    from mlxrpc.engine.errors import EngineError, ErrorCode
+
+    other = ensure_text_model(tmp_path / "other", dataclasses.replace(DEMO_SPEC, vocab_size=320))
+    with pytest.raises(EngineError, match="tokenizer differs") as err:
+        load_draft(str(other), load(str(model_dir))[1])
+    assert err.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_served_draft_model_matches_plain_decoding(make_stack: Any, draft_dir: Path) -> None:
+    import openai
+
+    answers = []
+    for extra in ({}, {"draft_model": [f"llama={draft_dir}"], "num_draft_tokens": ["3"]}):
+        stack = make_stack(**extra)
+        c = openai.OpenAI(base_url=f"{stack.http_base}/v1", api_key="x", max_retries=0)
+        answers.append([c.completions.create(model="llama", prompt=p, max_tokens=30, temperature=0)
+                        .choices[0].text for p in SERVED_PROMPTS])
+    assert answers[0] == answers[1]
+    batch = stack.engine.core._c.batches["llama"]
+    assert batch.speculator.stats.proposed > 0

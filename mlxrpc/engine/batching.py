@@ -17,7 +17,7 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 
 from .params import ResolvedSampling
 from .sampling import LogitsProcessor, Sampler, greedy, make_request_sampler
-from .speculative import Speculation, Speculator
+from .speculative import Speculator
 
 
 @dataclass
@@ -63,7 +63,7 @@ class ModelBatch:
         prefill_step_size: int,
         prompt_cache_size: int = 0,
         prompt_cache_bytes: int = 0,
-        speculation: Speculation | None = None,
+        speculator: Speculator | None = None,
     ) -> None:
         self._generator = BatchGenerator(
             model,
@@ -83,7 +83,7 @@ class ModelBatch:
             else None
         )
         # Speculative decoding (speculative.py) replaces the decode step.
-        self.speculator = Speculator(speculation) if speculation and speculation.method != "off" else None
+        self.speculator = speculator
         if self.speculator is not None:
             self.speculator.install(self._generator._generation_batch)
 
@@ -150,7 +150,7 @@ class ModelBatch:
             self._limits.pop(uid, None)
             self._early.discard(uid)
             if self.speculator is not None:
-                self.speculator.excluded.discard(uid)
+                self.speculator.forget(uid)
 
     @property
     def caching(self) -> bool:

@@ -37,6 +37,7 @@ from .params import ResolvedSampling, resolve_max_tokens
 from .prepare import PreparedRequest
 from .registry import LoadedModel
 from .sampling import make_request_processors, min_tokens_processor
+from .speculative import make_speculator
 from .structured import GrammarFailure, GrammarProcessor
 from .types import ChatPrompt, Chunk, ModelKind, TokenLogprob
 from .vision_batching import VisionBatch
@@ -459,7 +460,7 @@ def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int) -
         prefill_step_size=s.prefill_step_size,
         prompt_cache_size=s.prompt_cache_size,
         prompt_cache_bytes=s.prompt_cache_bytes,
-        speculation=model.speculation,
+        speculator=make_speculator(model.speculation, model.draft),
     )
 
 

@@ -69,8 +69,10 @@ def model_options(settings: EngineSettings, model_id: str) -> ModelOptions:
 
 
 def speculation(settings: EngineSettings, model_id: str) -> Speculation | None:
-    """The model's speculative decoding (--speculative and its sizes); None when off."""
-    method = (_pick(settings.speculative, model_id) or "off").strip().lower()
+    """The model's speculative decoding (--speculative, --draft-model and the
+    sizes); None when off. A draft model alone means --speculative draft."""
+    draft = _pick(settings.draft_model, model_id) or None
+    method = (_pick(settings.speculative, model_id) or ("draft" if draft else "off")).strip().lower()
     if method not in METHODS:
         raise ValueError(f"--speculative must be one of {', '.join(METHODS)}, got {method!r}")
     sizes = {}
@@ -85,4 +87,7 @@ def speculation(settings: EngineSettings, model_id: str) -> Speculation | None:
             raise ValueError(f"{flag} {raw!r} is not an integer") from None
         if sizes[name] < 1:
             raise ValueError(f"{flag} must be at least 1, got {sizes[name]}")
-    return None if method == "off" else Speculation(method=method, **sizes)
+    if (method == "draft") != bool(draft):
+        raise ValueError("--speculative draft needs --draft-model" if not draft
+                         else f"--draft-model is for --speculative draft, not {method!r}")
+    return None if method == "off" else Speculation(method=method, draft_model=draft, **sizes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .draft import load_draft
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
 from .model_options import ModelOptions
@@ -71,8 +72,10 @@ class LoadedModel:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     # Pooling and size of an embedding model (kind EMBEDDING).
     embedding: EmbeddingSpec | None = None
-    # Speculative decoding of its batches (--speculative), None when off.
+    # Speculative decoding of its batches (--speculative), None when off, and
+    # the draft model it uses (--draft-model).
     speculation: Speculation | None = None
+    draft: Any = None
 
     @property
     def vocab_size(self) -> int:
@@ -131,6 +134,10 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
     loaded.nbytes = checkpoint_bytes(path)
     loaded.template_defaults = dict(source.options.template_defaults)
     loaded.speculation = source.options.speculation
+    if loaded.speculation is not None and loaded.speculation.draft_model:
+        if loaded.kind is not ModelKind.TEXT:
+            raise invalid("draft_model", f"'{source.id}' is not a text model: no draft model")
+        loaded.draft = load_draft(loaded.speculation.draft_model, loaded.tokenizer)
     loaded.special_ids = special_token_ids(loaded.tokenizer)
     loaded.token_bytes = TokenBytes(loaded.tokenizer)
     try:

@@ -1,4 +1,4 @@
-"""Speculative decoding inside the running batch (prompt lookup).
+"""Speculative decoding inside the running batch (prompt lookup, draft model).
 
 mlx-lm's speculative path decodes one sequence and mlx_lm.server turns
 batching off to use it. Here one decode step of the whole batch verifies
@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
-import numpy as np
 from mlx_lm.generate import GenerationBatch
 from mlx_lm.models.cache import BatchKVCache
-from numpy.lib.stride_tricks import sliding_window_view
 
-METHODS = ("off", "ngram")
+from .draft import DraftModelProposer, NgramProposer, Proposer
+
+METHODS = ("off", "ngram", "draft")
 
 
 @dataclass(frozen=True)
@@ -52,20 +52,8 @@ class Speculation:
     num_draft_tokens: int = 4
     ngram_size: int = 3
     max_batch: int = 4
-
-
-def propose_ngram(context: np.ndarray, ngram_size: int, k: int) -> list[int]:
-    """Prompt lookup: the ``k`` tokens that followed the latest earlier
-    occurrence of the context's last n tokens (longest n first, n ≥ 1)."""
-    length = len(context)
-    for n in range(min(ngram_size, length - 1), 0, -1):
-        tail = context[length - n:]
-        windows = sliding_window_view(context[: length - 1], n)
-        hits = np.flatnonzero((windows == tail).all(axis=1))
-        if hits.size:
-            start = int(hits[-1]) + n
-            return context[start:start + k].tolist()
-    return []
+    # The draft model's path or hub id (method "draft").
+    draft_model: str | None = None
 
 
 @dataclass
@@ -96,12 +84,17 @@ class Speculator:
     """Replaces ``GenerationBatch.next`` of one batch by a verifying step."""
 
     config: Speculation
+    proposer: Proposer
     # uids of rows that must not get drafts (stateful logits processors).
     excluded: set[int] = field(default_factory=set)
     stats: SpeculationStats = field(default_factory=SpeculationStats)
 
     def install(self, batch: GenerationBatch) -> None:
         batch.next = lambda: self.next(batch)  # type: ignore[method-assign]
+
+    def forget(self, uid: int) -> None:
+        self.excluded.discard(uid)
+        self.proposer.forget(uid)
 
     def _drafts(self, batch: GenerationBatch, pending: list[int]) -> list[list[int]]:
         cfg, out = self.config, []
@@ -110,8 +103,7 @@ class Speculator:
             if room <= 0 or uid in self.excluded:
                 out.append([])
                 continue
-            context = np.asarray(batch.tokens[i] + [pending[i]], dtype=np.int64)
-            out.append(propose_ngram(context, cfg.ngram_size, room))
+            out.append(self.proposer.propose(uid, batch.tokens[i] + [pending[i]], room))
         return out
 
     def next(self, batch: GenerationBatch) -> list[GenerationBatch.Response]:
@@ -203,3 +195,13 @@ class Speculator:
             if finish is not None:
                 return n, finish
         return len(tokens), None
+
+
+def make_speculator(config: Speculation | None, draft: Any = None) -> Speculator | None:
+    """The speculator of one batch of a model (``draft``: its loaded draft model)."""
+    if config is None or config.method == "off":
+        return None
+    if config.method == "draft":
+        assert draft is not None, "the draft model is loaded with its target"
+        return Speculator(config, DraftModelProposer(draft))
+    return Speculator(config, NgramProposer(config.ngram_size))
