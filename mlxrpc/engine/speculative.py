@@ -24,6 +24,10 @@ difference, its stale tail becoming left padding (mlx-lm's own
 ``prepare(right_padding)`` / ``finalize`` of ``BatchKVCache``). Caches of
 other kinds (rotating, quantized, recurrent) turn speculation off.
 
+Draft length adapts per row: a row proposes ``num_draft_tokens`` at first,
+then twice its last length after a full acceptance and one more than its
+accepted run after a rejection.
+
 When: only in steps where at most ``max_batch`` rows decode. Verifying ``k``
 drafts costs a ``k + 1``-token forward pass; that is nearly free while
 decoding is memory-bound (few rows) and a loss once the batch is large
@@ -88,18 +92,22 @@ class Speculator:
     # uids of rows that must not get drafts (stateful logits processors).
     excluded: set[int] = field(default_factory=set)
     stats: SpeculationStats = field(default_factory=SpeculationStats)
+    # Per row: how many drafts to propose next (adapted to its acceptance).
+    lengths: dict[int, int] = field(default_factory=dict)
 
     def install(self, batch: GenerationBatch) -> None:
         batch.next = lambda: self.next(batch)  # type: ignore[method-assign]
 
     def forget(self, uid: int) -> None:
         self.excluded.discard(uid)
+        self.lengths.pop(uid, None)
         self.proposer.forget(uid)
 
     def _drafts(self, batch: GenerationBatch, pending: list[int]) -> list[list[int]]:
         cfg, out = self.config, []
         for i, uid in enumerate(batch.uids):
-            room = min(cfg.num_draft_tokens, batch.max_tokens[i] - batch._num_tokens[i] - 1)
+            room = min(self.lengths.get(uid, cfg.num_draft_tokens),
+                       batch.max_tokens[i] - batch._num_tokens[i] - 1)
             if room <= 0 or uid in self.excluded:
                 out.append([])
                 continue
@@ -139,6 +147,8 @@ class Speculator:
                 accepted += 1
             self.stats.proposed += len(draft)
             self.stats.accepted += accepted
+            if draft:
+                self._adapt(batch.uids[i], len(draft), accepted)
             emit = [pending[i], *draft[:accepted]]
             emit_logprobs = [batch._next_logprobs[i], *logprobs[i][:accepted]]
             emitted, finish = self._emit(batch, i, emit)
@@ -166,6 +176,14 @@ class Speculator:
         if len(keep) < rows:
             batch.filter(keep)
         return out
+
+    def _adapt(self, uid: int, proposed: int, accepted: int) -> None:
+        """Next draft length: twice as long after a full acceptance, the accepted
+        run plus one otherwise, so rows whose drafts fail stop paying for them.
+        The length depends only on past steps, so the proposal stays
+        independent of this step's sampling (the exactness argument holds)."""
+        longest = self.config.num_draft_tokens
+        self.lengths[uid] = min(longest, 2 * proposed) if accepted == proposed else accepted + 1
 
     @staticmethod
     def _process(batch: GenerationBatch, i: int, fed: list[int], logits: mx.array) -> mx.array:
