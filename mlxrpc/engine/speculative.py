@@ -58,6 +58,8 @@ class Speculation:
     max_batch: int = 4
     # The draft model's path or hub id (method "draft").
     draft_model: str | None = None
+    # Adapt each row's draft length to its acceptance (off: always num_draft_tokens).
+    adaptive: bool = True
 
 
 @dataclass
@@ -147,7 +149,7 @@ class Speculator:
                 accepted += 1
             self.stats.proposed += len(draft)
             self.stats.accepted += accepted
-            if draft:
+            if draft and self.config.adaptive:
                 self._adapt(batch.uids[i], len(draft), accepted)
             emit = [pending[i], *draft[:accepted]]
             emit_logprobs = [batch._next_logprobs[i], *logprobs[i][:accepted]]
