@@ -308,7 +308,7 @@ def draft_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def draft_run(model: Any, draft: Any, requests: list[dict[str, Any]], **kw: Any) -> tuple[list[list[int]], Any]:
-    spec = Speculation(method="draft", draft_model="x", max_batch=64)
+    spec = Speculation(method="draft", draft_model="x", max_batch=64, adaptive=False)
     return run(model, requests, spec, draft=draft, **kw)
 
 

@@ -26,7 +26,9 @@ other kinds (rotating, quantized, recurrent) turn speculation off.
 
 Draft length adapts per row: a row proposes ``num_draft_tokens`` at first,
 then twice its last length after a full acceptance and one more than its
-accepted run after a rejection.
+accepted run after a rejection; after drafts that all failed, or nothing to
+propose, it pauses (1, 3, 7, ... up to 32 plain steps as failures repeat), and
+a step where no row may draft stays mlx-lm's pipelined plain step.
 
 When: only in steps where at most ``max_batch`` rows decode. Verifying ``k``
 drafts costs a ``k + 1``-token forward pass; that is nearly free while
@@ -94,8 +96,10 @@ class Speculator:
     # uids of rows that must not get drafts (stateful logits processors).
     excluded: set[int] = field(default_factory=set)
     stats: SpeculationStats = field(default_factory=SpeculationStats)
-    # Per row: how many drafts to propose next (adapted to its acceptance).
+    # Per row: how many drafts to propose next (adapted to its acceptance), and
+    # after drafts that all failed, (decode steps without drafts left, failures in a row).
     lengths: dict[int, int] = field(default_factory=dict)
+    pauses: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def install(self, batch: GenerationBatch) -> None:
         batch.next = lambda: self.next(batch)  # type: ignore[method-assign]
@@ -103,25 +107,32 @@ class Speculator:
     def forget(self, uid: int) -> None:
         self.excluded.discard(uid)
         self.lengths.pop(uid, None)
+        self.pauses.pop(uid, None)
         self.proposer.forget(uid)
 
-    def _drafts(self, batch: GenerationBatch, pending: list[int]) -> list[list[int]]:
-        cfg, out = self.config, []
+    def _rooms(self, batch: GenerationBatch) -> list[int]:
+        """Drafts each row may get this step (0: none), before its pending token is known."""
+        rooms = []
         for i, uid in enumerate(batch.uids):
-            room = min(self.lengths.get(uid, cfg.num_draft_tokens),
+            room = min(self.lengths.get(uid, self.config.num_draft_tokens),
                        batch.max_tokens[i] - batch._num_tokens[i] - 1)
-            if room <= 0 or uid in self.excluded:
-                out.append([])
-                continue
-            out.append(self.proposer.propose(uid, batch.tokens[i] + [pending[i]], room))
-        return out
+            rooms.append(0 if room <= 0 or uid in self.excluded or self._paused(uid) else room)
+        return rooms
 
     def next(self, batch: GenerationBatch) -> list[GenerationBatch.Response]:
         if not batch.uids or len(batch.uids) > self.config.max_batch or not supported(batch.prompt_cache):
             return GenerationBatch.next(batch)
+        rooms = self._rooms(batch)
+        if not any(rooms):  # keeps mlx-lm's pipelined step: no wait for the pending tokens
+            return GenerationBatch.next(batch)
         mx.eval(batch._next_tokens)
         pending = batch._next_tokens.tolist()
-        drafts = self._drafts(batch, pending)
+        drafts = []
+        for i, uid in enumerate(batch.uids):
+            draft = self.proposer.propose(uid, batch.tokens[i] + [pending[i]], rooms[i]) if rooms[i] else []
+            if rooms[i] and not draft and self.config.adaptive:
+                self._adapt(uid, 0, 0)  # nothing to propose: look again after a pause
+            drafts.append(draft)
         width = max(len(d) for d in drafts)
         if width == 0:
             return GenerationBatch.next(batch)
@@ -184,8 +195,18 @@ class Speculator:
         run plus one otherwise, so rows whose drafts fail stop paying for them.
         The length depends only on past steps, so the proposal stays
         independent of this step's sampling (the exactness argument holds)."""
-        longest = self.config.num_draft_tokens
-        self.lengths[uid] = min(longest, 2 * proposed) if accepted == proposed else accepted + 1
+        if proposed:
+            longest = self.config.num_draft_tokens
+            self.lengths[uid] = min(longest, 2 * proposed) if accepted == proposed else accepted + 1
+        failures = self.pauses.get(uid, (0, 0))[1] + 1 if accepted == 0 else 0
+        self.pauses[uid] = (min(2 ** failures - 1, 32), failures)
+
+    def _paused(self, uid: int) -> bool:
+        """Counts down a row's pause: 1, 3, 7, ... 32 plain steps after 1, 2, 3, ... failed drafts in a row."""
+        left, failures = self.pauses.get(uid, (0, 0))
+        if left > 0:
+            self.pauses[uid] = (left - 1, failures)
+        return left > 0
 
     @staticmethod
     def _process(batch: GenerationBatch, i: int, fed: list[int], logits: mx.array) -> mx.array:
