@@ -353,3 +353,21 @@ def test_served_draft_model_matches_plain_decoding(make_stack: Any, draft_dir: P
     assert answers[0] == answers[1]
     batch = stack.engine.core._c.batches["llama"]
     assert batch.speculator.stats.proposed > 0
+
+
+def test_settings_resolve_per_model() -> None:
+    from mlxrpc.engine.model_options import speculation
+    from mlxrpc.settings import EngineSettings
+
+    s = EngineSettings(speculative=["coder=ngram"], num_draft_tokens=["6", "coder=3"], ngram_size=["2"])
+    assert speculation(s, "coder") == Speculation(method="ngram", num_draft_tokens=3, ngram_size=2)
+    assert speculation(s, "chat") is None  # off unless asked for
+    s = EngineSettings(draft_model=["big=/models/small"])
+    assert speculation(s, "big") == Speculation(method="draft", draft_model="/models/small")
+    assert speculation(s, "other") is None
+    for bad, message in ((EngineSettings(speculative=["eagle"]), "must be one of"),
+                         (EngineSettings(speculative=["ngram"], num_draft_tokens=["0"]), "at least 1"),
+                         (EngineSettings(speculative=["ngram"], ngram_size=["x"]), "not an integer"),
+                         (EngineSettings(speculative=["draft"]), "needs --draft-model")):
+        with pytest.raises(ValueError, match=message):
+            speculation(bad, "m")
