@@ -100,6 +100,9 @@ def test_prompt_lookup_proposes_what_followed_the_latest_match() -> None:
     assert propose_ngram(context, 3, 2) == [7, 8]
     assert propose_ngram(np.array([4, 5, 6]), 3, 2) == []
     assert propose_ngram(np.array([5, 5]), 3, 4) == [5]
+    # In a loop, a match with k whole tokens after it beats the latest, cut-short one.
+    assert propose_ngram(np.array([9, 5, 5, 5, 5, 5, 5, 5]), 3, 3) == [5, 5, 5]
+    assert propose_ngram(np.array([1, 2, 1, 2, 1, 2, 1, 2]), 2, 4) == [1, 2, 1, 2]
 
 
 def test_greedy_output_is_identical_for_a_mixed_batch(model: Any) -> None:
@@ -250,7 +253,7 @@ def test_sampled_output_follows_the_targets_distribution(model: Any) -> None:
 
     plain, _ = histograms(None, 0)
     spec, taken = histograms(Speculation(max_batch=128), 10_000)
-    assert taken > n  # drafts were accepted (about 1 in 3 positions here)
+    assert taken > n // 4  # drafts were accepted (about 1 in 7 positions here)
     for p, a, c in zip(positions, plain, spec, strict=True):
         assert len(a) >= 3, "the distribution must not be degenerate"
         stat, df = chi_square(a, c)

@@ -25,14 +25,19 @@ class Proposer(Protocol):
 
 def propose_ngram(context: np.ndarray, ngram_size: int, k: int) -> list[int]:
     """Prompt lookup: the ``k`` tokens that followed the latest earlier
-    occurrence of the context's last n tokens (longest n first, n ≥ 1)."""
+    occurrence of the context's last n tokens (longest n first, n ≥ 1).
+
+    The latest occurrence followed by ``k`` whole tokens wins over a later one
+    the context's end cuts short: in a loop, the latest match is one period
+    back and would propose only the rest of that period."""
     length = len(context)
     for n in range(min(ngram_size, length - 1), 0, -1):
         tail = context[length - n:]
         windows = sliding_window_view(context[: length - 1], n)
         hits = np.flatnonzero((windows == tail).all(axis=1))
         if hits.size:
-            start = int(hits[-1]) + n
+            whole = hits[hits + n + k <= length]
+            start = int(whole[-1] if whole.size else hits[-1]) + n
             return context[start:start + k].tolist()
     return []
 
