@@ -374,3 +374,15 @@ def test_settings_resolve_per_model() -> None:
                          (EngineSettings(speculative=["draft"]), "needs --draft-model")):
         with pytest.raises(ValueError, match=message):
             speculation(bad, "m")
+
+
+def test_draft_proposals_do_not_depend_on_prefill_chunks(model: Any) -> None:
+    from mlxrpc.engine.draft import DraftModelProposer
+
+    whole, chunked = DraftModelProposer(model), DraftModelProposer(model, prefill_step=8)
+    context = PROMPTS[4]
+    first = whole.propose(0, context, 4)
+    assert chunked.propose(0, context, 4) == first
+    # A rejected draft rolls the draft's cache back to the shared prefix.
+    nxt = context + [first[0], (first[1] + 1) % VOCAB]
+    assert chunked.propose(0, nxt, 3) == DraftModelProposer(model).propose(1, nxt, 3)

@@ -63,8 +63,9 @@ class DraftModelProposer:
     small and speculation runs only while few rows decode.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, prefill_step: int = 512) -> None:
         self.model = model
+        self.prefill_step = prefill_step
         self._rows: dict[int, tuple[list[Any], list[int]]] = {}
 
     def propose(self, uid: int, context: list[int], k: int) -> list[int]:
@@ -81,6 +82,10 @@ class DraftModelProposer:
             for c in cache:
                 c.trim(len(fed) - common)
         inputs = mx.array(context[common:])[None]
+        while inputs.shape[1] > self.prefill_step:  # a new row's prompt: bounded chunks
+            self.model(inputs[:, : self.prefill_step], cache=cache)
+            mx.eval([c.state for c in cache])
+            inputs = inputs[:, self.prefill_step:]
         drafts: list[int] = []
         for _ in range(k):
             logits = self.model(inputs, cache=cache)[:, -1, :]
