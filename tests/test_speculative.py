@@ -386,3 +386,18 @@ def test_draft_proposals_do_not_depend_on_prefill_chunks(model: Any) -> None:
     # A rejected draft rolls the draft's cache back to the shared prefix.
     nxt = context + [first[0], (first[1] + 1) % VOCAB]
     assert chunked.propose(0, nxt, 3) == DraftModelProposer(model).propose(1, nxt, 3)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "llama3.1", "phi3.5", "deepseek-r1-qwen"])
+def test_zoo_families_decode_identically(zoo_model: Any, family: str) -> None:
+    """Real families' architectures and vocabularies (tests/zoo) through the verify path."""
+    from mlx_lm import load
+
+    zoo, tokenizer = load(str(zoo_model(family)))
+    texts = ["def add(a, b):\n    return a + b\n" * 3, "Paris is in France. " * 5, "x = 1"]
+    requests = [dict(prompt=tokenizer.encode(t), max_tokens=32, sampling=GREEDY,
+                     vocab_size=zoo.args.vocab_size) for t in texts]
+    plain, _ = run(zoo, requests, None)
+    spec, b = run(zoo, requests, Speculation(max_batch=64))
+    assert spec == plain
+    assert b.speculator.stats.proposed > 0
