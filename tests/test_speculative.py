@@ -299,6 +299,12 @@ def test_served_greedy_output_logprobs_stops_and_grammars_match_plain_decoding(m
     assert got[2] == "stop"
     batch = spec.engine.core._c.batches["llama"]
     assert batch.speculator is not None and batch.speculator.stats.accepted > 0
+    import requests
+
+    metrics = requests.get(f"{spec.http_base}/metrics", timeout=10).text
+    accepted_metric = [line for line in metrics.splitlines()
+                       if line.startswith('mlxrpc_speculative_draft_tokens_total{model="llama",result="accepted"}')]
+    assert accepted_metric and float(accepted_metric[0].split()[-1]) == batch.speculator.stats.accepted
 
 
 @pytest.fixture(scope="module")

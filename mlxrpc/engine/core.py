@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -261,7 +262,13 @@ class EngineCore:
         batch = self._c.batches.get(model.id)
         if batch is None:
             batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs)
+            if isinstance(batch, ModelBatch) and batch.speculator is not None:
+                batch.speculator.on_verify = functools.partial(self._count_drafts, model.id)
         return batch
+
+    def _count_drafts(self, model_id: str, proposed: int, accepted: int) -> None:
+        self.metrics.draft_tokens.labels(model_id, "accepted").inc(accepted)
+        self.metrics.draft_tokens.labels(model_id, "rejected").inc(proposed - accepted)
 
     def _admit(self, p: PreparedRequest, handle: RequestHandle) -> None:
         if handle.finished:  # cancelled while queued

@@ -38,6 +38,7 @@ enough to be compute-bound, where plain steps run instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,8 @@ class Speculator:
     # after drafts that all failed, (decode steps without drafts left, failures in a row).
     lengths: dict[int, int] = field(default_factory=dict)
     pauses: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # Told (drafts proposed, accepted) after each verifying step (metrics).
+    on_verify: Callable[[int, int], None] | None = None
 
     def install(self, batch: GenerationBatch) -> None:
         batch.next = lambda: self.next(batch)  # type: ignore[method-assign]
@@ -153,6 +156,7 @@ class Speculator:
             logprobs.append(row_logprobs)
         mx.eval(samples, logprobs)
         responses, keep, rejected, bonus = [], [], [], []
+        proposed, taken = self.stats.proposed, self.stats.accepted
         for i in range(rows):
             sampled, draft = samples[i].tolist(), drafts[i]
             accepted = 0
@@ -175,6 +179,8 @@ class Speculator:
             if finish is None:
                 keep.append(i)
         self.stats.steps += 1
+        if self.on_verify is not None:
+            self.on_verify(self.stats.proposed - proposed, self.stats.accepted - taken)
         rollback(batch.prompt_cache, rejected)
         out = []
         for i, row in enumerate(responses):
