@@ -1,11 +1,16 @@
 """Concurrency sweep: N simultaneous streams, aggregate tokens/s and TTFT p50/p95.
 
 mlxrpc (over gRPC and over REST SSE) against the peers users would otherwise
-run, on the same model in the same run: mlx_lm.server with its batching on
+run, on the same model: mlx_lm.server with its batching on
 (--decode-concurrency), and vllm-mlx with --continuous-batching when its venv
-exists (``make bench-peers``; benchmarks/peers.py). Ratios are against
-mlx_lm.server over REST (same protocol). Every server gets one warm-up request,
-then fresh prompts at each level; all servers of a table use the same BLAS.
+exists (``make bench-peers``; benchmarks/peers.py). Like for like (fair.py):
+one request body for every server (the EOS tokens biased away, no
+``ignore_eos``), every stream's produced tokens counted and short ones
+flagged, the servers started afresh each round in rotated order, medians over
+the rounds, and each server's library versions printed. Ratios are against
+mlx_lm.server over REST (same protocol). Every server gets one warm-up
+request per start, then fresh prompts at each level; all servers of a table
+use the same BLAS.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -25,95 +34,151 @@ from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
 from .common import Server, bench_model, machine, percentile
-from .peers import PeerServer, mlx_lm_server, vllm_mlx_missing, vllm_mlx_server
+from .fair import StreamResult, eos_bias, median, probe_bias, request_body, rotated, shortfalls, versions
+from .peers import mlx_lm_server, vllm_mlx_missing, vllm_mlx_server, vllm_mlx_venv
 
-# Unique per level and stream, so no level reuses another's prompts from a prefix cache.
-PROMPT = "Write a short story about a robot who learns to paint. Number {i} of {n}."
+# Unique per level, stream and round, so nothing is reused from a prefix cache.
+PROMPT = "Write a short story about a robot who learns to paint. Number {i} of {n}, round {r}."
 WARM_UP = "Say hello."
-Summary = tuple[float, float, float]  # aggregate tokens/s, TTFT p50 s, TTFT p95 s
+PROBE_TOKENS = 4
 
 
-async def sse_stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int,
-                     extra: dict) -> tuple[float, int]:
-    body = {"model": "bench", **extra, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+@dataclass(frozen=True)
+class Level:
+    """One level of one round: every stream's result and the wall time for all of them."""
+
+    results: list[StreamResult]
+    wall: float
+
+    @property
+    def rate(self) -> float:
+        return sum(r.tokens for r in self.results) / self.wall
+
+
+async def sse_stream(session: aiohttp.ClientSession, url: str, body: dict) -> StreamResult:
     start = time.perf_counter()
     ttft = None
-    n = 0
+    usage: dict = {}
+    texts = []
     async with session.post(url, json=body) as response:
         response.raise_for_status()
         async for line in response.content:
             if not line.startswith(b"data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if ttft is None and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                ttft = time.perf_counter() - start
-            if chunk.get("usage"):
-                n = chunk["usage"]["completion_tokens"]
-    return ttft or float("nan"), n
+            if chunk.get("choices") and (content := chunk["choices"][0].get("delta", {}).get("content")):
+                ttft = ttft or time.perf_counter() - start
+                texts.append(content)
+            usage = chunk.get("usage") or usage
+    return StreamResult(ttft or float("nan"), usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0),
+                        "".join(texts))
 
 
-async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int) -> tuple[float, int]:
+async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int, bias: dict[str, float]) -> StreamResult:
+    """The gRPC twin of ``fair.request_body``: same prompt, length, sampling and bias."""
     request = pb.GenerateRequest(model="bench")
     request.chat.messages.add(role="user").content.add(text=prompt)
     request.stopping.max_tokens, request.sampling.temperature = tokens, 0.0
-    request.stopping.ignore_eos = True
+    for token, value in bias.items():
+        request.sampling.logit_bias[int(token)] = value
     start = time.perf_counter()
     ttft = None
-    n = 0
+    n = prompt_tokens = 0
+    texts = []
     async for message in stub.StreamGenerate(request):
         if ttft is None and message.text:
             ttft = time.perf_counter() - start
+        texts.append(message.text)
         n += len(message.token_ids)
-    return ttft or float("nan"), n
+        if message.HasField("finish"):
+            prompt_tokens = message.finish.usage.prompt_tokens
+    return StreamResult(ttft or float("nan"), n, prompt_tokens, "".join(texts))
 
 
-Stream = Callable[[str, int], Awaitable[tuple[float, int]]]  # (prompt, max tokens) → (TTFT s, tokens)
+Stream = Callable[[str, int, dict[str, float]], Awaitable[StreamResult]]  # (prompt, max tokens, bias) → result
+Probe = tuple[dict[str, float], str]  # a bias forcing one token, and the text it must give (fair.probe_bias)
 
 
-async def sweep(stream: Stream, levels: list[int], tokens: int) -> dict[int, Summary]:
-    """One warm-up request, then each level's streams at once."""
-    await stream(WARM_UP, 4)
+async def sweep(stream: Stream, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
+                round_index: int) -> dict[int, Level]:
+    """One warm-up request that checks the server applies logit_bias, then each level's streams at once."""
+    check = await stream(WARM_UP, PROBE_TOKENS, probe[0])
+    if check.text != probe[1]:
+        raise RuntimeError(f"logit_bias not applied: a +100 bias should give {probe[1]!r}, got {check.text!r}")
     results = {}
     for n in levels:
         start = time.perf_counter()
-        done = await asyncio.gather(*(stream(PROMPT.format(i=i, n=n), tokens) for i in range(n)))
-        results[n] = _summary(done, time.perf_counter() - start)
+        done = await asyncio.gather(*(stream(PROMPT.format(i=i, n=n, r=round_index), tokens, bias)
+                                      for i in range(n)))
+        results[n] = Level(list(done), time.perf_counter() - start)
     return results
 
 
-async def sweep_sse(url: str, levels: list[int], tokens: int, extra: dict) -> dict[int, Summary]:
+async def sweep_sse(url: str, model: str, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
+                    round_index: int) -> dict[int, Level]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600),
                                      connector=aiohttp.TCPConnector(limit=0)) as session:
-        return await sweep(lambda prompt, k: sse_stream(session, url, prompt, k, extra), levels, tokens)
+        return await sweep(lambda prompt, k, b: sse_stream(session, url, request_body(model, prompt, k, b)),
+                           levels, tokens, bias, probe, round_index)
 
 
-async def sweep_grpc(port: int, levels: list[int], tokens: int) -> dict[int, Summary]:
+async def sweep_grpc(port: int, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
+                     round_index: int) -> dict[int, Level]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
-        return await sweep(lambda prompt, k: grpc_stream(stub, prompt, k), levels, tokens)
+        return await sweep(lambda prompt, k, b: grpc_stream(stub, prompt, k, b), levels, tokens, bias, probe,
+                           round_index)
 
 
-def _summary(done: list[tuple[float, int]], wall: float) -> Summary:
-    ttfts = [t for t, _ in done]
-    return sum(n for _, n in done) / wall, percentile(ttfts, 50), percentile(ttfts, 95)
+Sweep = Callable[[list[int], int, dict[str, float], Probe, int], dict[int, Level]]  # ..., bias, probe, round
 
 
-PEERS: dict[str, Callable[[Path, int, str | None], PeerServer]] = {
-    "mlx_lm.server REST": mlx_lm_server,
-    "vllm-mlx REST": vllm_mlx_server,
-}
+@contextmanager
+def serving(name: str, model: Path, concurrency: int, preload: str | None, blas: str,
+            extra: list[str]) -> Iterator[Sweep]:
+    """Starts the named server (mlxrpc with ``extra`` arguments); yields how to sweep it."""
+    if name in PEERS:
+        with PEERS[name](model, concurrency, preload) as peer:
+            url = f"{peer.base}/v1/chat/completions"
+            yield lambda *a: asyncio.run(sweep_sse(url, peer.model, *a))
+        return
+    with Server(model, "--max-num-seqs", str(concurrency), "--blas", blas, *extra) as server:
+        if name == "mlxrpc gRPC":
+            yield lambda *a: asyncio.run(sweep_grpc(server.grpc_port, *a))
+        else:
+            url = f"http://127.0.0.1:{server.http_port}/v1/chat/completions"
+            yield lambda *a: asyncio.run(sweep_sse(url, "bench", *a))
 
 
-def table(title: str, rows: dict[str, dict[int, Summary]], levels: list[int], baseline: str) -> str:
-    out = [f"## {title}", "", "| server | streams | tokens/s | vs " + baseline + " | TTFT p50 ms | TTFT p95 ms |",
-           "|---|---|---|---|---|---|"]
-    for name, results in rows.items():
+PEERS = {"mlx_lm.server REST": mlx_lm_server, "vllm-mlx REST": vllm_mlx_server}
+SERVERS = [*PEERS, "mlxrpc gRPC", "mlxrpc REST"]
+
+
+def server_versions(name: str) -> str:
+    python = str(vllm_mlx_venv() / "bin" / "python") if name == "vllm-mlx REST" else sys.executable
+    return versions(python)
+
+
+def table(title: str, rows: dict[str, list[dict[int, Level]]], levels: list[int], baseline: str,
+          tokens: int) -> str:
+    """Medians over rounds; produced/asked makes a short run visible in its row, and the prompt
+    tokens show whether every server rendered the same chat prompt."""
+    out = [f"## {title}", "",
+           f"| server | streams | tokens/s (median, min–max) | vs {baseline} | TTFT p50 ms | TTFT p95 ms "
+           "| tokens produced / asked | prompt tokens per stream |", "|---|---|---|---|---|---|---|---|"]
+    base = {n: median([r[n].rate for r in rows[baseline]]) for n in levels}
+    for name, rounds in rows.items():
         for n in levels:
-            rate, p50, p95 = results[n]
-            ratio = rate / rows[baseline][n][0]
-            out.append(f"| {name} | {n} | {rate:.1f} | {ratio:.2f} | {p50*1e3:.0f} | {p95*1e3:.0f} |")
+            rates = [r[n].rate for r in rounds]
+            p50 = median([percentile([s.ttft for s in r[n].results], 50) for r in rounds])
+            p95 = median([percentile([s.ttft for s in r[n].results], 95) for r in rounds])
+            produced = sum(s.tokens for r in rounds for s in r[n].results)
+            asked = tokens * n * len(rounds)
+            flag = "" if produced == asked else " **short**" if produced < asked else " **over**"
+            prompt = median([s.prompt_tokens for r in rounds for s in r[n].results])
+            out.append(f"| {name} | {n} | {median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f}) "
+                       f"| {median(rates) / base[n]:.2f} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} "
+                       f"| {produced}/{asked}{flag} | {prompt:.0f} |")
     return "\n".join(out)
 
 
@@ -121,38 +186,66 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="1,4,16,32")
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--skip-peer", action="store_true", help="run only mlxrpc (no mlx_lm.server, no vllm-mlx)")
+    parser.add_argument("--rounds", type=int, default=3, help="starts of every server, in rotated order")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of: " + ", ".join(SERVERS))
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="also run mlxrpc REST with these extra serve arguments, alternated with the rest, "
+                             "e.g. 'pbs16=--prefill-batch-size 16' (repeatable)")
+    parser.add_argument("--blas", choices=["both", "bundled", "openblas"], default="both")
+    parser.add_argument("--no-bias", action="store_true",
+                        help="no EOS bias for anyone: streams may end early (counted and flagged)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    model = bench_model()
-    openblas = find_library("auto")
-    blases = [("bundled BLAS", None, "bundled")] + ([("OpenBLAS", openblas, openblas)] if openblas else [])
+    names = [n for n in args.servers.split(",") if n]
+    variants = {f"mlxrpc REST [{name}]": shlex.split(extra) for name, _, extra in
+                (v.partition("=") for v in args.variant)}
+    if unknown := set(names) - set(SERVERS):
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     skipped: dict[str, str] = {}
-    if not args.skip_peer and (reason := vllm_mlx_missing()):
+    if "vllm-mlx REST" in names and (reason := vllm_mlx_missing()):
         skipped["vllm-mlx REST"] = reason
-    rows: dict[str, dict[int, Summary]] = {}
+        names.remove("vllm-mlx REST")
+    names += list(variants)
+    model = bench_model()
+    bias = {} if args.no_bias else eos_bias(model)
+    probe = probe_bias(model, bias, PROBE_TOKENS)
+    openblas = find_library("auto")
+    blases = []
+    if args.blas in ("both", "bundled"):
+        blases.append(("bundled BLAS", None, "bundled"))
+    if args.blas in ("both", "openblas") and openblas:
+        blases.append(("OpenBLAS", openblas, openblas))
+    rows: dict[str, list[dict[int, Level]]] = {}
     for label, preload, flag in blases:
-        for name, start in PEERS.items():
-            if args.skip_peer or name in skipped:
-                continue
-            try:
-                with start(model, max(levels), preload) as peer:
-                    rows[f"{name}, {label}"] = asyncio.run(sweep_sse(
-                        f"{peer.base}/v1/chat/completions", levels, args.tokens, {"model": peer.model}))
-            except (RuntimeError, aiohttp.ClientError) as exc:  # a peer that fails here: said below the tables
-                skipped[name] = f"{type(exc).__name__}: {exc}"
-        with Server(model, "--max-num-seqs", str(max(levels)), "--blas", flag) as server:
-            rows[f"mlxrpc gRPC, {label}"] = asyncio.run(sweep_grpc(server.grpc_port, levels, args.tokens))
-        with Server(model, "--max-num-seqs", str(max(levels)), "--blas", flag) as server:
-            rows[f"mlxrpc REST, {label}"] = asyncio.run(sweep_sse(
-                f"http://127.0.0.1:{server.http_port}/v1/chat/completions", levels, args.tokens,
-                {"ignore_eos": True}))
-    print(f"# concurrency sweep, {args.tokens} tokens per stream ({machine()})\n")
+        for r in range(args.rounds):
+            for name in rotated(names, r):
+                if name in skipped:
+                    continue
+                try:
+                    with serving(name, model, max(levels), preload, flag, variants.get(name, [])) as run:
+                        rows.setdefault(f"{name}, {label}", []).append(run(levels, args.tokens, bias, probe, r))
+                except (RuntimeError, aiohttp.ClientError) as exc:  # a server that fails: said below the tables
+                    skipped[name] = f"{type(exc).__name__}: {exc}"
+                print(f"<!-- {label} round {r + 1}: {name} done -->", file=sys.stderr, flush=True)
+    print(f"# concurrency sweep, {args.tokens} tokens per stream, {args.rounds} rounds ({machine()})\n")
+    print(f"Request body (every server): {json.dumps(request_body('MODEL', PROMPT, args.tokens, bias))}\n")
+    for name in names:
+        if name not in skipped:
+            how = f" (mlxrpc REST with `{shlex.join(variants[name])}`)" if name in variants else ""
+            print(f"- {name}: {server_versions(name)}{how}")
+    print()
     for label, _, _ in blases:
-        subset = {k: v for k, v in rows.items() if k.endswith(label)}
-        baseline = next(f"{name}, {label}" for name in ("mlx_lm.server REST", "mlxrpc REST")
-                        if f"{name}, {label}" in subset)
-        print(table(f"aggregate throughput, {label}", subset, levels, baseline) + "\n")
+        subset = {k: v for k, v in rows.items() if k.endswith(label) and len(v) == args.rounds}
+        baseline = next((k for k in (f"{n}, {label}" for n in ("mlx_lm.server REST", "mlxrpc REST")) if k in subset),
+                        next(iter(subset), None))
+        if baseline:
+            print(table(f"aggregate throughput, {label}", subset, levels, baseline, args.tokens) + "\n")
+    for name, rounds in rows.items():
+        for r, result in enumerate(rounds):
+            for n, level in result.items():
+                if short := shortfalls(level.results, args.tokens):
+                    print(f"- SHORT: {name}, round {r + 1}, {n} streams: {len(short)} stream(s) stopped early "
+                          f"at {sorted(short)} of {args.tokens} tokens")
     for name, reason in skipped.items():
         print(f"- {name} not measured: {reason}")
 

@@ -167,9 +167,9 @@ async def rest_round(base: str, streams: int, tokens: int, offset: int) -> tuple
 
 
 async def measure(streams: list[int], tokens: int, blas: str) -> list[dict]:
-    from mlxrpc.gateway.workers import start_sidecars, stop_sidecars
     from mlxrpc.serve import start_engine_server
     from mlxrpc.settings import Settings
+    from mlxrpc.sidecars import start_sidecars, stop_sidecars
 
     clock = Clock()
     instrument(clock)

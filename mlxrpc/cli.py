@@ -82,11 +82,28 @@ HELP = {
     "ngram_size": "[ID=]N: longest n-gram prompt lookup matches (default 3); repeatable",
     "speculative_max_batch": "[ID=]N: speculate only in steps where at most N sequences decode "
     "(default 4; larger batches are compute-bound); repeatable",
+    "parallel": "shard the model over a distributed world: tensor or pipeline (the world comes from "
+    "mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables, or --ranks)",
+    "ranks": "with --parallel: start this many local ranks over the ring backend (127.0.0.1)",
+    "distributed_timeout": "seconds joining the world or one collective may take before the server "
+    "exits (default 60)",
+    "kv_bits": "[ID=]BITS: store the KV cache quantized to 4 or 8 bits (default: the model's dtype); repeatable",
+    "kv_group_size": "[ID=]N: quantization group size of --kv-bits: 32, 64 or 128 (default 64); repeatable",
+    "max_kv_size": "[ID=]TOKENS: a rotating KV cache keeping the last TOKENS tokens per sequence "
+    "(mlx-lm's --max-kv-size); repeatable",
+    "kv_cache_bytes": "KV bytes running requests may reserve, prompt + max_tokens each; others wait "
+    "(default 0: a quarter of the machine's memory)",
+    "prompt_cache_dir": "keep prefix-cache entries on disk in this folder too; they survive a restart",
+    "prompt_cache_disk_bytes": "bound of --prompt-cache-dir in bytes (default 10 GiB)",
+    "use_paged_cache": "requests sharing a prompt prefix with one still prefilling reuse its KV "
+    "instead of computing it again (true/false)",
 }
 
 
 # Flags other servers use for the same settings (vllm-mlx's --port).
 ALIASES = {"http_port": ["--port"]}
+# Boolean flags that also work bare, as vllm-mlx spells them (--use-paged-cache).
+BARE_BOOLS = {"use_paged_cache"}
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
@@ -97,6 +114,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> No
         help_text = HELP[name] + f" [env MLXRPC_{name.upper()}]"
         if str(kind) == "list[str]":
             parser.add_argument(*flags, dest=name, action="append", default=None, help=help_text)
+        elif name in BARE_BOOLS:
+            parser.add_argument(*flags, dest=name, type=parse_bool, nargs="?", const=True, default=None,
+                                help=help_text)
         else:
             converter = {"int": int, "float": float, "bool": parse_bool}.get(str(kind), str)
             parser.add_argument(*flags, dest=name, type=converter, default=None, help=help_text)
@@ -111,11 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="models to serve, as with --model (vllm-mlx style: serve MODEL)")
     _add_settings_flags(serve, [f.name for f in fields(Settings)])
     serve.add_argument("--no-http", action="store_true", help="serve gRPC only, no sidecar")
-    # vllm-mlx's flags, accepted so its commands work: batching is always
-    # continuous, and the prefix cache is mlxrpc's answer to a paged cache
-    # (docs/configuration.md says why).
+    # vllm-mlx's flag, accepted so its commands work: batching is always
+    # continuous (its --use-paged-cache is a Settings flag).
     serve.add_argument("--continuous-batching", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--use-paged-cache", action="store_true", help=argparse.SUPPRESS)
 
     gateway = sub.add_parser("gateway", help="run the OpenAI REST sidecar alone")
     gateway.add_argument(
@@ -176,12 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"mlxrpc: {exc}", file=sys.stderr)
             return 2
-
+        if settings.parallel or settings.ranks:
+            exit_now(_serve_distributed(settings, with_sidecar=not args.no_http))
         code = asyncio.run(serve(settings, with_sidecar=not args.no_http))
         exit_now(code)
     if args.command == "gateway":
-        from .gateway.upstream import UpstreamTLS
-        from .gateway.workers import run_gateway
+        from .gateway.http.upstream import UpstreamTLS
+        from .sidecars import run_gateway
 
         tls = UpstreamTLS.from_files(args.upstream_ca, args.upstream_cert, args.upstream_key)
         return run_gateway(settings, args.upstream, reuse_port=args.reuse_port, tls=tls,
@@ -189,6 +208,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return asyncio.run(_generate(args))
     return 2
+
+
+def _serve_distributed(settings: Settings, with_sidecar: bool) -> int:
+    """Joins the world (starting --ranks local ranks); rank 0 serves, the others follow."""
+    from .distributed.run import run_follower, start_world
+    from .distributed.spawn import stop_local_ranks
+    from .distributed.world import WorldError
+    from .serve import serve
+
+    try:
+        world, children = start_world(settings)
+    except WorldError as exc:
+        print(f"mlxrpc: {exc}", file=sys.stderr)
+        return 2
+    if not world.leader:
+        return run_follower(settings, world)
+    try:
+        code = asyncio.run(serve(settings, with_sidecar=with_sidecar, world=world))
+    except WorldError as exc:  # the model cannot be split this way (found while loading it)
+        print(f"mlxrpc: {exc}", file=sys.stderr)
+        code = 2
+    stop_local_ranks(children, timeout=10.0 if code == 0 else 2.0)
+    return code
 
 
 def exit_now(code: int) -> None:

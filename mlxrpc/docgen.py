@@ -10,7 +10,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from .cli import HELP
-from .gateway import openapi
+from .gateway.app import OPERATIONS
+from .gateway.http import openapi
 from .settings import Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -30,7 +31,7 @@ def configuration_doc(current: str) -> str:
 
 
 def main() -> None:
-    (DOCS / "openapi.json").write_text(openapi.render())
+    (DOCS / "openapi.json").write_text(openapi.render(OPERATIONS))
     path = DOCS / "configuration.md"
     path.write_text(configuration_doc(path.read_text()))
 

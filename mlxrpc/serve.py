@@ -20,8 +20,10 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .blas import describe
 from .demo_model import DEMO_MODEL_ID, ensure_demo_model
@@ -29,6 +31,9 @@ from .engine.engine import Engine
 from .engine.registry import ModelSource
 from .service.server import GrpcServer
 from .settings import EngineSettings, McpSettings, ServiceSettings, Settings
+
+if TYPE_CHECKING:
+    from .distributed.world import World
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +87,14 @@ class EngineServer:
             self._socket_dir.cleanup()
 
 
-async def start_engine_server(settings: Settings) -> EngineServer:
+async def start_engine_server(settings: Settings, world: World | None = None) -> EngineServer:
     loop = asyncio.get_running_loop()
-    engine = Engine(settings.part(EngineSettings))
+    channel = None
+    if world is not None:  # rank 0 of a distributed world
+        from .distributed.channel import Channel
+
+        channel = Channel(world, on_stall=lambda: _stalled(loop, grpc_server))
+    engine = Engine(settings.part(EngineSettings), channel)
     grpc_server = GrpcServer(engine, settings.part(ServiceSettings), settings.part(McpSettings))
     socket_dir = tempfile.TemporaryDirectory(prefix="mlxrpc-")
     local_socket = str(Path(socket_dir.name) / "engine.sock")
@@ -105,6 +115,12 @@ async def start_engine_server(settings: Settings) -> EngineServer:
                         local_target=f"unix:{local_socket}", failed=failed, _socket_dir=socket_dir)
 
 
+def _stalled(loop: asyncio.AbstractEventLoop, grpc_server: GrpcServer) -> None:
+    """The watchdog's last act on rank 0 (its own thread): health NOT_SERVING, then the exit."""
+    loop.call_soon_threadsafe(lambda: loop.create_task(grpc_server.mark_failed()))
+    time.sleep(0.5)
+
+
 def inject_test_faults(engine: Engine, spec: str) -> None:
     """Arms the faults of MLXRPC_TEST_FAULTS (comma-separated NAME=VALUE; tests only)."""
     for item in filter(None, spec.split(",")):
@@ -115,17 +131,17 @@ def inject_test_faults(engine: Engine, spec: str) -> None:
         engine.inject_core_fault(int(value))
 
 
-async def serve(settings: Settings, *, with_sidecar: bool = True) -> int:
+async def serve(settings: Settings, *, with_sidecar: bool = True, world: World | None = None) -> int:
     """Serves until SIGTERM/SIGINT (exit 0) or the engine's death (exit 70)."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    server = await start_engine_server(settings)
+    server = await start_engine_server(settings, world)
     if faults := os.environ.get(TEST_FAULTS_ENV):
         inject_test_faults(server.engine, faults)
     if with_sidecar:
-        from .gateway.workers import start_sidecars
+        from .sidecars import start_sidecars
 
         server.sidecars = await start_sidecars(settings, [server.local_target])
     log.info("%s", describe())
@@ -150,7 +166,7 @@ async def shutdown(server: EngineServer, grace: float) -> None:
     await server.begin_drain()
     sidecars = None
     if server.sidecars:
-        from .gateway.workers import stop_sidecars
+        from .sidecars import stop_sidecars
 
         sidecars = asyncio.get_running_loop().create_task(stop_sidecars(server.sidecars, grace))
     await server.finish_requests(grace)

@@ -61,6 +61,23 @@ class EngineSettings:
     max_model_bytes: int = 0
     # Pixels of one image (vision models), checked again when it is decoded.
     max_image_pixels: int = 4096 * 4096
+    # Distributed serving (docs/deployment.md): one model sharded over several
+    # processes or Macs. "tensor" or "pipeline" joins the world MLX's launcher
+    # describes (mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables).
+    parallel: str = ""
+    # KV cache (docs/configuration.md). Per model, [ID=]VALUE: quantized KV (bits 4 or 8,
+    # group size 32/64/128), or a rotating KV window of most tokens.
+    kv_bits: list[str] = field(default_factory=list)
+    kv_group_size: list[str] = field(default_factory=list)
+    max_kv_size: list[str] = field(default_factory=list)
+    # Bytes of KV all running sequences may reserve (prompt + max_tokens each);
+    # 0: a quarter of the machine's memory. Requests wait while it is full.
+    kv_cache_bytes: int = 0
+    # Keep prefix-cache entries on disk here too (bounded by bytes), reloaded after a restart.
+    prompt_cache_dir: str = ""
+    prompt_cache_disk_bytes: int = 10 * 1024**3
+    # Requests sharing a prompt prefix with one still prefilling wait for it and reuse its KV.
+    use_paged_cache: bool = False
 
 
 @dataclass
@@ -161,6 +178,12 @@ class Settings(McpSettings, GatewaySettings, EngineSettings, ServiceSettings):
     # Linux CPU: "auto" preloads the system OpenBLAS when present, "bundled"
     # keeps the MLX wheel's reference BLAS, or a library path.
     blas: str = "auto"
+    # Distributed serving (docs/deployment.md; "parallel" is in EngineSettings):
+    # ranks > 1 starts that many local ranks over the ring backend itself;
+    # seconds joining the world or one collective may take before the server
+    # gives up (a stalled or dead rank).
+    ranks: int = 0
+    distributed_timeout: float = 60.0
 
     def part(self, kind: type[Part]) -> Part:
         """The fields of one layer's part, as that part."""

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydantic import TypeAdapter, ValidationError
 
-from mlxrpc.gateway import anthropic_translate as translate
-from mlxrpc.gateway.anthropic_events import MessageStream
-from mlxrpc.gateway.anthropic_schema import CountTokensRequest, MessagesRequest
-from mlxrpc.gateway.errors import ApiError, from_validation_error
+from mlxrpc.gateway.anthropic import translate
+from mlxrpc.gateway.anthropic.events import MessageStream, fold
+from mlxrpc.gateway.anthropic.protocol import CountTokensRequest, MessagesRequest
+from mlxrpc.gateway.http.errors import ApiError, from_validation_error
 from mlxrpc.v1 import inference_pb2 as pb
 
 from .conftest import Stack
@@ -184,8 +184,17 @@ def reply(**fields: Any) -> pb.GenerateResponse:
         **fields)
 
 
+def message_of(r: pb.GenerateResponse, message_id: str) -> dict[str, Any]:
+    """The non-streamed message: the fold of the stream of ``r``'s parts."""
+    stream = MessageStream(message_id)
+    events = stream.start(r.model)
+    events += stream.feed(pb.GenerateStreamResponse(reasoning=r.reasoning))
+    events += stream.feed(pb.GenerateStreamResponse(text=r.text, finish=r.finish)) + stream.finish(r.finish)
+    return fold(events)
+
+
 def test_message_from_a_reasoning_reply() -> None:
-    m = translate.message(reply(text="Hi!", reasoning="Greet back."), "msg_1")
+    m = message_of(reply(text="Hi!", reasoning="Greet back."), "msg_1")
     anthropic.types.Message.model_validate(m)
     assert m["content"] == [{"type": "thinking", "thinking": "Greet back.", "signature": ""},
                             {"type": "text", "text": "Hi!"}]
@@ -200,7 +209,7 @@ def test_message_with_tool_calls() -> None:
     r.finish.reason = pb.STOP_REASON_TOOL_CALLS
     r.finish.tool_calls.add(id="call_1", name="get_time", arguments_json='{"zone": "UTC"}')
     r.finish.tool_calls.add(id="call_2", name="get_time", arguments_json="not json")
-    m = translate.message(r, "msg_1")
+    m = message_of(r, "msg_1")
     anthropic.types.Message.model_validate(m)
     assert m["stop_reason"] == "tool_use"
     assert m["content"] == [
@@ -220,7 +229,7 @@ def test_stop_reasons(reason: int, expected: tuple) -> None:
 
 
 def test_an_empty_answer_is_one_empty_text_block() -> None:
-    assert translate.message(reply(), "msg_1")["content"] == [{"type": "text", "text": ""}]
+    assert message_of(reply(), "msg_1")["content"] == [{"type": "text", "text": ""}]
 
 
 def test_stream_events_thinking_text_and_tool_use() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlxrpc.backend import advice, has_nvidia_gpu
-from mlxrpc.gateway.workers import READY
+from mlxrpc.sidecars import READY
 
 LIBMLX_ERROR = "libmlx.so: cannot open shared object file: No such file or directory"
 

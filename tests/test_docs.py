@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 from mlxrpc import docgen
-from mlxrpc.gateway import openapi
-from mlxrpc.gateway.schema import ChatCompletionRequest, CompletionRequest, Message
+from mlxrpc.gateway.app import OPERATIONS
+from mlxrpc.gateway.http import openapi
+from mlxrpc.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, Message
 from mlxrpc.settings import Settings
 from mlxrpc.v1 import inference_pb2 as pb
 
@@ -48,7 +49,7 @@ def test_every_mapped_proto_field_exists() -> None:
 
 
 def test_openapi_file_matches_the_schemas() -> None:
-    assert (DOCS / "openapi.json").read_text() == openapi.render(), (
+    assert (DOCS / "openapi.json").read_text() == openapi.render(OPERATIONS), (
         "docs/openapi.json drifted: run make docs")
 
 
@@ -85,14 +86,14 @@ def test_every_route_is_in_the_openapi_document() -> None:
     app = create_app(["127.0.0.1:1"], 1 << 20)
     served = {_route(r.method, r.resource.canonical) for r in app.router.routes()
               if r.method in ("GET", "POST", "PUT", "PATCH", "DELETE")}
-    document = openapi.build()
+    document = openapi.build(OPERATIONS)
     described = {_route(method.upper(), path) for path, item in document["paths"].items() for method in item}
     assert served - described == set(), "routes missing from docs/openapi.json"
     assert described - served == set(), "docs/openapi.json describes routes the sidecar does not serve"
 
 
 def test_tokenize_table_matches_the_schema_and_proto() -> None:
-    from mlxrpc.gateway.tokens import TokenizeBody
+    from mlxrpc.gateway.tokenize.protocol import TokenizeBody
 
     rows = re.findall(r"^\| (`[^|]+`) \| (`[^`]+`|—) \|", section("Tokenize and detokenize"), re.M)
     documented = {name for names, _ in rows for name in re.findall(r"`([^`]+)`", names)}
@@ -111,11 +112,13 @@ def _event_model(models: tuple, kind: str) -> Any:
 
 def test_the_documented_events_fit_what_the_stream_builders_send() -> None:
     """Tool calls, thinking, MCP calls and errors rarely come out of the fuzzed model: checked here."""
-    from mlxrpc.gateway import answers
-    from mlxrpc.gateway.anthropic_events import MessageStream
-    from mlxrpc.gateway.errors import ApiError
-    from mlxrpc.gateway.responses_events import ResponseBuilder
-    from mlxrpc.gateway.responses_schema import ResponsesRequest
+    from mlxrpc.gateway.anthropic.events import MessageStream
+    from mlxrpc.gateway.anthropic.protocol import ANTHROPIC_EVENTS
+    from mlxrpc.gateway.http.errors import ApiError
+    from mlxrpc.gateway.openai import protocol
+    from mlxrpc.gateway.openai.events import ChatStream, fold_chat
+    from mlxrpc.gateway.responses.events import ResponseBuilder
+    from mlxrpc.gateway.responses.protocol import RESPONSE_EVENTS, ResponseObject, ResponsesRequest
 
     finish = pb.Finish(reason=pb.STOP_REASON_TOOL_CALLS, usage=pb.Usage(prompt_tokens=3, completion_tokens=5,
                                                                           reasoning_tokens=2))
@@ -129,7 +132,7 @@ def test_the_documented_events_fit_what_the_stream_builders_send() -> None:
     anthropic = MessageStream("msg_1")
     responses = ResponseBuilder("resp_1", 0, ResponsesRequest(input="Hi", tools=[
         {"type": "mcp", "server_label": "demo"}]), want_logprobs=True)
-    for builder, models in ((anthropic, answers.ANTHROPIC_EVENTS), (responses, answers.RESPONSE_EVENTS)):
+    for builder, models in ((anthropic, ANTHROPIC_EVENTS), (responses, RESPONSE_EVENTS)):
         events = builder.start("m")
         for message in messages:
             events += builder.feed(message)
@@ -137,18 +140,15 @@ def test_the_documented_events_fit_what_the_stream_builders_send() -> None:
         for event in events:
             _event_model(models, event["type"]).model_validate(event)
         assert {e["type"] for e in events} >= {"error"}
-    from mlxrpc.gateway import schema, translate
 
     body = ChatCompletionRequest(messages=[{"role": "user", "content": "Hi"}], stream=True,
                                  stream_options={"include_usage": True})
-    chat = translate.ChatStream("chatcmpl-1", 0, body)
+    chat = ChatStream("chatcmpl-1", 0, body)
     chunks = chat.start("m") + [c for m in messages for c in chat.feed(m)] + chat.finish(finish)
     for chunk in chunks:
-        schema.ChatCompletionChunk.model_validate(chunk)
-    reply = pb.GenerateResponse(model="m", text="ok", reasoning="hmm", finish=finish,
-                                tool_events=[m.tool_event for m in messages if m.HasField("tool_event")])
-    whole = schema.ChatCompletion.model_validate(translate.chat_response(reply, "chatcmpl-1", 0, body))
+        protocol.ChatCompletionChunk.model_validate(chunk)
+    whole = protocol.ChatCompletion.model_validate(fold_chat(chunks, chat, body))
     assert whole.choices[0].message.mcp_calls[0].output == "x"
-    answers.ResponseObject.model_validate(responses.response())
+    ResponseObject.model_validate(responses.response())
     assert [item["type"] for item in responses.response()["output"]] == [
         "reasoning", "message", "mcp_call", "message", "function_call"]

@@ -25,8 +25,9 @@ from mlxrpc.demo_embedding_model import (
 )
 from mlxrpc.engine.embeddings import EmbeddingSpec, Pooling, embedding_spec, plan_batches
 from mlxrpc.engine.errors import EngineError
-from mlxrpc.gateway.embeddings import encode, rest_error, to_inputs
-from mlxrpc.gateway.errors import ApiError
+from mlxrpc.gateway.embeddings.routes import ERRORS
+from mlxrpc.gateway.embeddings.translate import encode, to_inputs
+from mlxrpc.gateway.http.errors import ApiError
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 
@@ -335,7 +336,7 @@ def test_base64_is_little_endian_float32() -> None:
 
 
 def test_rest_errors_name_the_rest_field() -> None:
-    error = rest_error(ApiError(400, "inputs[3] has 9 tokens", param="inputs[3]"))
+    error = ERRORS.renamed(ApiError(400, "inputs[3] has 9 tokens", param="inputs[3]"))
     assert (error.param, error.message) == ("input[3]", "input[3] has 9 tokens")
 
 
@@ -374,7 +375,7 @@ def test_kind_detection(tmp_path: Path, model_dir: Path) -> None:
 
 
 def test_the_docs_table_matches_the_schema_and_proto() -> None:
-    from mlxrpc.gateway.embeddings import EmbeddingRequest
+    from mlxrpc.gateway.embeddings.protocol import EmbeddingRequest
 
     from .test_docs import section
 

@@ -27,8 +27,9 @@ from mlxrpc.engine.errors import EngineError, ErrorCode
 from mlxrpc.engine.types import ChatPrompt, ImageInput
 from mlxrpc.engine.vision import decode_images
 from mlxrpc.launcher import ServeProcess
+from mlxrpc.limits import MAX_JSON_DEPTH, json_depth
 from mlxrpc.service import images as image_fetch
-from mlxrpc.service.limits import MAX_JSON_DEPTH, check_limits, check_tokenize_limits, json_depth
+from mlxrpc.service.limits import check_limits, check_tokenize_limits
 from mlxrpc.service.status import MAX_MESSAGE_CHARS, to_status
 from mlxrpc.settings import Settings
 from mlxrpc.v1 import inference_pb2 as pb

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from mlxrpc.cli import main as cli_main
-from mlxrpc.gateway.mcp_translate import McpCallDeltas, mcp_calls
+from mlxrpc.gateway.mcp.translate import McpCallDeltas, mcp_calls
 from mlxrpc.service.mcp import McpConfigError, cap, parse_config, result_text
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc

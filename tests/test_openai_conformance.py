@@ -2,7 +2,7 @@
 with the openai SDK's own typed models (validated, not constructed), error
 bodies carry OpenAI's types and codes, and odd or out-of-range input is a 400
 naming the field. Mapping of fields the engine may not honour yet is checked
-on translate.py directly."""
+on gateway/openai/translate.py directly."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from mlxrpc.gateway import translate
-from mlxrpc.gateway.errors import from_rpc_error
-from mlxrpc.gateway.schema import ChatCompletionRequest, CompletionRequest
+from mlxrpc.gateway.http.errors import from_rpc_error
+from mlxrpc.gateway.openai import translate
+from mlxrpc.gateway.openai.events import ChatStream, CompletionStream, fold_chat
+from mlxrpc.gateway.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxrpc.v1 import inference_pb2 as pb
 
 from .conftest import Stack
@@ -98,10 +99,12 @@ def test_tool_calls_and_legacy_function_calls_validate(stack: Stack) -> None:
     assert json.loads(message.function_call.arguments)["city"] in ("Paris", "Rome")
     chunks = [ChatCompletionChunk.model_validate(p) for p in events(post(
         stack, "/v1/chat/completions", {**legacy, "stream": True}))]
-    # As OpenAI streams it: the name with empty arguments, the arguments, an empty final delta.
-    opened, args = [c.choices[0].delta.function_call for c in chunks if c.choices and c.choices[0].delta.function_call]
-    assert (opened.name, opened.arguments, args.name) == ("get_weather", "", None)
-    assert json.loads(args.arguments)["city"] in ("Paris", "Rome")
+    # As OpenAI streams it: the name with empty arguments, the arguments as written, an empty final delta.
+    opened, *args = [c.choices[0].delta.function_call for c in chunks
+                     if c.choices and c.choices[0].delta.function_call]
+    assert (opened.name, opened.arguments) == ("get_weather", "")
+    assert len(args) >= 3 and all(a.name is None for a in args)
+    assert json.loads("".join(a.arguments for a in args))["city"] in ("Paris", "Rome")
     assert chunks[-1].choices[0].finish_reason == "function_call"
     assert chunks[-1].choices[0].delta.model_dump(exclude_none=True) == {}
     # The answer of a function goes back as role "function" (a tool message).
@@ -119,7 +122,7 @@ def test_streamed_tool_calls_accumulate_in_the_sdks_stream_state() -> None:
     finish.tool_calls.add(id="call_a", name="get_weather", arguments_json='{"city": "Rome"}')
     finish.tool_calls.add(id="call_b", name="get_time", arguments_json='{"zone": "UTC"}')
     body = ChatCompletionRequest(messages=HELLO, stream=True, stream_options={"include_usage": True})
-    stream = translate.ChatStream("chatcmpl-1", 0, body)
+    stream = ChatStream("chatcmpl-1", 0, body)
     payloads = stream.start("m") + stream.feed(pb.GenerateStreamResponse(text="", finish=finish))
     payloads += stream.finish(finish)
     chunks = [ChatCompletionChunk.model_validate(p) for p in payloads]
@@ -261,7 +264,7 @@ def test_a_bug_mid_stream_ends_the_stream_with_an_error_event(stack: Stack,
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(translate.ChatStream, "feed", broken)
+    monkeypatch.setattr(ChatStream, "feed", broken)
     payloads = events(post(stack, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 3,
                                                             "stream": True}))
     assert payloads[-1]["error"]["type"] == "server_error" and "a bug" not in json.dumps(payloads)
@@ -370,7 +373,7 @@ def test_echo_of_token_ids_asks_for_the_prompt_text() -> None:
                       pb.TokenLogprob(token_id=7, token=" c", logprob=-2.0, text_offset=3)]),
         logprobs=[pb.TokenLogprob(token_id=9, token=" end", logprob=-0.5)],
         finish=pb.Finish(reason=pb.STOP_REASON_EOS))
-    out = translate.completion_response(reply, "cmpl-1", 0, body)
+    out = CompletionStream("cmpl-1", 0, body, include_usage=True).answer(reply).model_dump()
     choice = out["choices"][0]
     assert choice["text"] == "a b c end"
     assert choice["logprobs"]["tokens"] == ["a", " b", " c", " end"]
@@ -379,18 +382,45 @@ def test_echo_of_token_ids_asks_for_the_prompt_text() -> None:
     assert not translate.completion_to_proto(CompletionRequest(prompt="x", logprobs=False), "i").options.logprobs
 
 
+def test_a_completion_is_the_fold_of_its_stream() -> None:
+    """The same generation, streamed token by token or answered whole, gives the same completion."""
+    body = CompletionRequest(prompt="a b", echo=True, logprobs=1, max_tokens=2)
+    prompt = pb.InputDetails(text="a b", logprobs=[pb.TokenLogprob(token=" b", logprob=-1.0, text_offset=1)])
+    tokens = [pb.TokenLogprob(token=" c", logprob=-0.5, text_offset=0, top=[pb.TopLogprob(token=" c", logprob=-0.5)]),
+              pb.TokenLogprob(token=" d", logprob=-0.25, text_offset=2)]  # offsets in the whole text
+    finish = pb.Finish(reason=pb.STOP_REASON_LENGTH, usage=pb.Usage(prompt_tokens=2, completion_tokens=2))
+    stream = CompletionStream("cmpl-1", 0, body, include_usage=True)
+    chunks = stream.start("m")
+    chunks += stream.feed(pb.GenerateStreamResponse(model="m", text=" c", logprobs=tokens[:1], input=prompt))
+    # A streamed token's text_offset counts from the start of its own message's text.
+    streamed = pb.TokenLogprob(token=" d", logprob=-0.25, text_offset=0)
+    chunks += stream.feed(pb.GenerateStreamResponse(text=" d", logprobs=[streamed], finish=finish))
+    chunks += stream.finish(finish)
+    assert len(chunks) == 4  # echo, two tokens, usage
+    reply = pb.GenerateResponse(model="m", text=" c d", logprobs=tokens, input=prompt, finish=finish)
+    whole = CompletionStream("cmpl-1", 0, body, include_usage=True).answer(reply)
+    assert stream.fold(chunks) == whole
+    assert whole.choices[0].text == "a b c d" and whole.choices[0].finish_reason == "length"
+    assert whole.choices[0].logprobs.text_offset == [0, 1, 3, 5]
+    assert whole.usage.total_tokens == 4
+
+
 def test_reasoning_and_context_length_stops_in_answers_and_chunks() -> None:
     finish = pb.Finish(reason=pb.STOP_REASON_CONTEXT_LENGTH,
                        usage=pb.Usage(prompt_tokens=3, completion_tokens=4, reasoning_tokens=3))
-    reply = pb.GenerateResponse(model="m", text="Hi", reasoning="Let me think", finish=finish)
     body = ChatCompletionRequest(messages=HELLO)
-    out = ChatCompletion.model_validate(translate.chat_response(reply, "chatcmpl-1", 0, body))
-    assert out.choices[0].finish_reason == "length"
+    whole = ChatStream("chatcmpl-1", 0, body, include_usage=True)
+    events = whole.start("m") + whole.feed(pb.GenerateStreamResponse(reasoning="Let me think"))
+    events += whole.feed(pb.GenerateStreamResponse(text="Hi", finish=finish)) + whole.finish(finish)
+    out = ChatCompletion.model_validate(fold_chat(events, whole, body))
+    assert out.choices[0].finish_reason == "length" and out.choices[0].message.content == "Hi"
     assert out.choices[0].message.model_extra["reasoning_content"] == "Let me think"
     assert out.usage.completion_tokens_details.reasoning_tokens == 3
-    plain = translate.chat_message(pb.GenerateResponse(text="x"))
-    assert "reasoning_content" not in plain
-    stream = translate.ChatStream("chatcmpl-1", 0, body)
+    plain = ChatStream("chatcmpl-2", 0, body, include_usage=True)
+    events = plain.start("m") + plain.feed(pb.GenerateStreamResponse(text="x", finish=finish))
+    events += plain.finish(finish)
+    assert "reasoning_content" not in fold_chat(events, plain, body)["choices"][0]["message"]
+    stream = ChatStream("chatcmpl-1", 0, body)
     chunks = stream.start("m") + stream.feed(pb.GenerateStreamResponse(reasoning="hmm"))
     chunks += stream.feed(pb.GenerateStreamResponse(text="ok", finish=finish)) + stream.finish(finish)
     parsed = [ChatCompletionChunk.model_validate(c) for c in chunks]

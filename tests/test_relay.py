@@ -1,4 +1,4 @@
-"""The one stream relay behind every streaming REST API (gateway/relay.py).
+"""The one stream relay behind every streaming REST API (gateway/http/relay.py).
 
 A fake engine streams forever, so each API's stream is still running when the
 sidecar's grace period ends (it must end in-band, in that API's own error

@@ -21,10 +21,10 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, Field, TypeAdapter
 
-from mlxrpc.gateway.errors import ApiError
-from mlxrpc.gateway.responses_events import ResponseBuilder
-from mlxrpc.gateway.responses_schema import ResponsesRequest
-from mlxrpc.gateway.responses_translate import input_messages, output_messages, to_proto
+from mlxrpc.gateway.http.errors import ApiError
+from mlxrpc.gateway.responses.events import ResponseBuilder, fold
+from mlxrpc.gateway.responses.protocol import ResponsesRequest
+from mlxrpc.gateway.responses.translate import input_messages, output_messages, skipped_tools, to_proto
 from mlxrpc.service.response_store import ResponseMemory
 from mlxrpc.v1 import inference_pb2 as pb
 
@@ -152,12 +152,16 @@ def test_named_tool_choice_and_streamed_function_call(client: openai.OpenAI) -> 
         model="llama", input="Weather?", tools=[WEATHER], max_output_tokens=200, stream=True,
         tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False))
     kinds = [e.type for e in events]
-    assert kinds[-5:] == ["response.output_item.added", "response.function_call_arguments.delta",
-                          "response.function_call_arguments.done", "response.output_item.done",
+    opened = kinds.index("response.output_item.added", kinds.index("response.in_progress") + 1)
+    # The arguments stream as they are written, in several deltas, before the call ends.
+    deltas = kinds[opened + 1:-3]
+    assert len(deltas) >= 3 and set(deltas) == {"response.function_call_arguments.delta"}
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done",
                           "response.completed"]
-    added, done = events[-5].item, events[-2].item
+    added, done = events[opened].item, events[-2].item
     assert added.type == done.type == "function_call" and added.call_id == done.call_id
-    assert events[-3].arguments == done.arguments
+    assert added.arguments == "" and events[-3].arguments == done.arguments
+    assert "".join(e.delta for e in events[opened + 1:-3]) == done.arguments
     jsonschema.validate(json.loads(done.arguments), WEATHER["parameters"])
     assert events[-1].response.parallel_tool_calls is False
 
@@ -274,7 +278,9 @@ def test_stored_responses_belong_to_their_api_key(make_stack) -> None:
 
 @pytest.mark.parametrize(("extra", "param"), [
     ({"input": [{"type": "web_search_call", "id": "x"}]}, "input[0]"),
-    ({"tools": [{"type": "web_search"}]}, "tools[0]"),
+    ({"tools": [{"type": "made_up"}]}, "tools[0]"),
+    ({"tools": [{"type": [None, None]}]}, "tools[0]"),
+    ({"input": [{"type": [None, None], "role": "user", "content": "x"}]}, "input[0]"),
     ({"background": True}, "background"),
     ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
@@ -490,13 +496,12 @@ def test_reasoning_mcp_calls_and_text_become_ordered_items() -> None:
     assert replay[-1].tool_calls[0].id == "call_9"
 
 
-def test_non_streaming_reply_matches_the_stream_shape() -> None:
-    reply = pb.GenerateResponse(model="m", text="hello", reasoning="hmm",
-                                tool_events=[_mcp_call("c", "fs__ls", "{}").tool_event,
-                                             _mcp_result("c", "fs__ls", "a b").tool_event],
-                                finish=pb.Finish(reason=pb.STOP_REASON_LENGTH, usage=pb.Usage(
-                                    prompt_tokens=1, completion_tokens=2)))
-    response = Response.model_validate(ResponseBuilder("resp_2", 0, _body(input="x")).from_reply(reply))
+def test_non_streamed_response_is_the_fold_of_the_stream() -> None:
+    finish = pb.Finish(reason=pb.STOP_REASON_LENGTH, usage=pb.Usage(prompt_tokens=1, completion_tokens=2))
+    events = _collect(ResponseBuilder("resp_2", 0, _body(input="x")), [
+        pb.GenerateStreamResponse(reasoning="hmm"), _mcp_call("c", "fs__ls", "{}"),
+        _mcp_result("c", "fs__ls", "a b"), pb.GenerateStreamResponse(text="hello", finish=finish)])
+    response = Response.model_validate(fold(events))
     assert [item.type for item in response.output] == ["reasoning", "mcp_call", "message"]
     assert response.output[1].server_label == "fs" and response.output[1].output == "a b"
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
@@ -564,3 +569,39 @@ def test_store_evicts_least_recently_used_by_count_bytes_and_age() -> None:
     assert len(small) == 2 and small.bytes <= 2 * size
     with pytest.raises(Exception, match="responses-store-bytes"):
         small.put("", _stored("huge", text="z" * 1000))
+
+
+CODEX_TOOLS = [
+    {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {}}},
+    {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents", "tools": [
+        {"type": "function", "name": "close_agent", "strict": False,
+         "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]},
+    {"type": "web_search", "external_web_access": False},
+]
+
+
+def test_namespace_tools_are_offered_as_their_functions_and_hosted_ones_skipped() -> None:
+    body = _body(input=[
+        {"role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "c1", "name": "close_agent", "namespace": "multi_agent_v1",
+         "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "closed"}], tools=CODEX_TOOLS)
+    request = to_proto(body, "r", [], input_messages(body))
+    assert [t.function.name for t in request.tools] == ["exec_command", "multi_agent_v1.close_agent"]
+    assert skipped_tools(body) == ["web_search"]
+    assert request.chat.messages[1].tool_calls[0].name == "multi_agent_v1.close_agent"
+    # The model's call of a namespaced tool comes back as its name and namespace.
+    finish = pb.Finish(reason=pb.STOP_REASON_TOOL_CALLS, tool_calls=[pb.ToolCall(
+        id="c2", name="multi_agent_v1.close_agent", arguments_json='{"id": "a"}')])
+    builder = ResponseBuilder("resp_5", 0, body)
+    events = _collect(builder, [
+        pb.GenerateStreamResponse(tool_call_deltas=[pb.ToolCallDelta(index=0, id="c2",
+                                                                     name="multi_agent_v1.close_agent")]),
+        pb.GenerateStreamResponse(tool_call_deltas=[pb.ToolCallDelta(index=0, arguments_delta='{"id": ')]),
+        pb.GenerateStreamResponse(tool_call_deltas=[pb.ToolCallDelta(index=0, arguments_delta='"a"}')],
+                                  finish=finish)])
+    (call,) = fold(events)["output"]
+    assert (call["name"], call["namespace"], call["call_id"], call["arguments"]) == (
+        "close_agent", "multi_agent_v1", "c2", '{"id": "a"}')
+    assert [e["type"] for e in events].count("response.function_call_arguments.delta") == 2
+    assert output_messages([call])[0].tool_calls[0].name == "multi_agent_v1.close_agent"

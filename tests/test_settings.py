@@ -76,4 +76,4 @@ def test_each_layer_gets_its_part_with_the_resolved_values() -> None:
 
 def test_every_flag_belongs_to_a_part_or_to_the_process() -> None:
     in_parts = {f.name for part in PARTS for f in fields(part)}
-    assert {f.name for f in fields(Settings)} - in_parts == {"blas"}
+    assert {f.name for f in fields(Settings)} - in_parts == {"blas", "ranks", "distributed_timeout"}

@@ -53,13 +53,13 @@ def sampled(seed: int, temperature: float = 1.0, bias: dict[int, float] | None =
 def run(model: Any, requests: list[dict[str, Any]], spec: Speculation | None, *,
         cancel: dict[int, int] | None = None, join_after: dict[int, int] | None = None,
         prompt_cache: bool = False, batch: ModelBatch | None = None,
-        draft: Any = None) -> tuple[list[list[int]], ModelBatch]:
+        draft: Any = None, **batch_kw: Any) -> tuple[list[list[int]], ModelBatch]:
     """Decodes ``requests`` (insert kwargs) together; ``join_after[i]`` steps
     before request i joins, ``cancel[i]`` tokens after which it is removed."""
     b = batch or ModelBatch(model, max_num_seqs=64, prefill_batch_size=8, prefill_step_size=64,
                             prompt_cache_size=8 if prompt_cache else 0,
                             prompt_cache_bytes=1 << 30 if prompt_cache else 0,
-                            speculator=make_speculator(spec, draft))
+                            speculator=make_speculator(spec, draft), **batch_kw)
     join_after, cancel = join_after or {}, cancel or {}
     outputs: list[list[int]] = [[] for _ in requests]
     uid_of: dict[int, int] = {}
@@ -407,3 +407,22 @@ def test_zoo_families_decode_identically(zoo_model: Any, family: str) -> None:
     spec, b = run(zoo, requests, Speculation(max_batch=64))
     assert spec == plain
     assert b.speculator.stats.proposed > 0
+
+
+def test_shared_prefixes_and_kv_layouts(model: Any) -> None:
+    """Followers of a shared prefix (--use-paged-cache) start later under new
+    generator uids; a rotating KV cache (like a quantized one) turns speculation off."""
+    from mlxrpc.engine.kv_cache import KVLayout
+
+    shared = [7 + i % 90 for i in range(80)]
+    requests = [dict(prompt=shared + tail, max_tokens=60, sampling=GREEDY, speculative=i != 1)
+                for i, tail in enumerate([[1, 2, 3] * 4, [4, 5] * 3, [9] * 5])]
+    kw = dict(join_after={1: 1, 2: 2}, prompt_cache=True)
+    plain, _ = run(model, requests, None, **kw)
+    spec, b = run(model, requests, Speculation(max_batch=64), share_prefixes=True, **kw)
+    assert spec == plain and accepted(b) > 0
+    # (The demo model's head dimension, 16, is below the smallest quantization group.)
+    layout = KVLayout(max_size=64)
+    out, b = run(model, greedy_requests(), Speculation(max_batch=64), kv=layout)
+    assert b.speculator.stats.steps == 0
+    assert out == run(model, greedy_requests(), None, kv=layout)[0]

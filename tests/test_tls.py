@@ -13,7 +13,7 @@ import grpc
 import pytest
 import requests
 
-from mlxrpc.gateway.upstream import UpstreamTLS
+from mlxrpc.gateway.http.upstream import UpstreamTLS
 from mlxrpc.v1 import inference_pb2 as pb
 from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 

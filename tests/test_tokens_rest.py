@@ -7,8 +7,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mlxrpc.gateway.errors import ApiError
-from mlxrpc.gateway.tokens import DetokenizeBody, TokenizeBody, detokenize_to_proto, tokenize_to_proto
+from mlxrpc.gateway.http.errors import ApiError
+from mlxrpc.gateway.tokenize.protocol import DetokenizeBody, TokenizeBody
+from mlxrpc.gateway.tokenize.translate import detokenize_to_proto, tokenize_to_proto
 from mlxrpc.v1 import inference_pb2 as pb
 
 from .conftest import Stack

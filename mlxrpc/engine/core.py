@@ -24,15 +24,20 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..distributed.channel import Channel
 from ..metrics import Metrics
 from ..settings import EngineSettings
 from .batching import ModelBatch, prompt_logprobs
+from .disk_cache import DiskPromptCache
 from .errors import EngineError, ErrorCode
 from .handle import RequestHandle, deliver
+from .kv_budget import KVBudget, KVUsage, default_budget, reservation
 from .output import OutputProcessor, token_logprob
 from .params import ResolvedSampling, resolve_max_tokens
 from .prepare import PreparedRequest
@@ -40,10 +45,15 @@ from .registry import LoadedModel
 from .sampling import make_request_processors, min_tokens_processor
 from .speculative import make_speculator
 from .structured import GrammarFailure, GrammarProcessor
+from .thinking_budget import budget_processor
 from .types import ChatPrompt, Chunk, ModelKind, TokenLogprob
 from .vision_batching import VisionBatch
 
 log = logging.getLogger(__name__)
+
+# Seconds between heartbeats of an idle rank 0 in a distributed world, so the
+# other ranks can tell an idle world from a stalled one.
+HEARTBEAT_SECONDS = 1.0
 
 Batch = ModelBatch | VisionBatch
 
@@ -132,7 +142,8 @@ def classify(exc: BaseException) -> EngineError:
         return EngineError(ErrorCode.RESOURCE_EXHAUSTED, "out of memory while generating this request",
                            reason="OUT_OF_MEMORY")
     if isinstance(exc, GrammarFailure):
-        return EngineError(ErrorCode.INTERNAL, str(exc), reason="GRAMMAR_FAILED")
+        # A grammar the model cannot follow on this vocabulary is the request's fault.
+        return EngineError(ErrorCode.INVALID_ARGUMENT, str(exc), reason="GRAMMAR_FAILED")
     return EngineError(ErrorCode.INTERNAL, "generation failed for this request")
 
 
@@ -140,8 +151,11 @@ class EngineCore:
     """The MLX thread and its command queue."""
 
     def __init__(self, settings: EngineSettings, metrics: Metrics,
-                 on_death: Callable[[BaseException], None]) -> None:
+                 on_death: Callable[[BaseException], None], channel: Channel | None = None) -> None:
         self.settings = settings
+        # In a distributed world (rank 0): batches broadcast every change and
+        # step in lockstep with the other ranks; any failure is fatal.
+        self._channel = channel
         self.metrics = metrics
         self._on_death = on_death
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -157,6 +171,13 @@ class EngineCore:
         self.idle = threading.Event()
         self.idle.set()
         self.failure: BaseException | None = None
+        self._heartbeat_after = HEARTBEAT_SECONDS if channel is not None else None
+        # KV admission: reservations, and the requests waiting for room (oldest first).
+        self.kv_budget = KVBudget(settings.kv_cache_bytes or default_budget())
+        self._kv_waiting: deque[tuple[Admit, int]] = deque()
+        self.kv_usage: dict[str, KVUsage] = {}
+        self._kv_models: dict[str, LoadedModel] = {}
+        metrics.watch_kv(lambda: (self.kv_budget.total, self.kv_usage))
 
     # ------------------------------------------------------------ any thread
 
@@ -194,6 +215,7 @@ class EngineCore:
     def _run(self) -> None:
         try:
             while self._apply_commands():
+                self._admit_waiting()
                 for model_id, batch in list(self._c.batches.items()):
                     if len(batch):
                         self._step(model_id, batch)
@@ -201,6 +223,10 @@ class EngineCore:
                 self._publish_stats()
                 if not self._rows:
                     self.idle.set()
+            if self._channel is not None:
+                from ..distributed.lockstep import stop_followers
+
+                stop_followers(self._channel)
         except BaseException as exc:  # the core never dies silently
             log.critical("the engine core failed; failing every request", exc_info=exc)
             self._die(exc, EngineError(ErrorCode.UNAVAILABLE, "the engine failed; the server is restarting",
@@ -216,6 +242,9 @@ class EngineCore:
         self.failure = exc
         for row in list(self._rows.values()):
             self._send(row.handle, error)
+        for command, _ in self._kv_waiting:
+            self._send(command.handle, error)
+        self._kv_waiting.clear()
         self._rows.clear()
         self._by_uid.clear()
         while True:
@@ -237,11 +266,15 @@ class EngineCore:
 
     def _apply_commands(self) -> bool:
         """Applies queued commands, blocking for the first one only while idle; False on stop."""
-        block = not any(len(b) for b in self._c.batches.values())
+        block = not any(len(b) for b in self._c.batches.values()) and not self._kv_waiting
         while True:
             try:
-                command = self._commands.get(block=block)
+                command = self._commands.get(block=block, timeout=self._heartbeat_after if block else None)
             except queue.Empty:
+                if block and self._channel is not None:  # idle: tell the other ranks we are alive
+                    from ..distributed.lockstep import heartbeat
+
+                    heartbeat(self._channel)
                 return True
             block = False
             if isinstance(command, Stop):
@@ -250,6 +283,7 @@ class EngineCore:
                 self._admit(command.prepared, command.handle)
             elif isinstance(command, Abort):
                 self._remove_row(command.handle)
+                self._kv_waiting = deque(w for w in self._kv_waiting if w[0].handle is not command.handle)
             elif isinstance(command, Call):
                 try:
                     command.future.set_result(command.fn())
@@ -259,9 +293,11 @@ class EngineCore:
                 self._c.fault_after = command.after_tokens
 
     def _batch_for(self, model: LoadedModel) -> Batch:
+        self._kv_models[model.id] = model
         batch = self._c.batches.get(model.id)
         if batch is None:
-            batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs)
+            batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs,
+                                                          self._channel)
             if isinstance(batch, ModelBatch) and batch.speculator is not None:
                 batch.speculator.on_verify = functools.partial(self._count_drafts, model.id)
         return batch
@@ -271,13 +307,39 @@ class EngineCore:
         self.metrics.draft_tokens.labels(model_id, "rejected").inc(proposed - accepted)
 
     def _admit(self, p: PreparedRequest, handle: RequestHandle) -> None:
+        """Starts the request if its KV reservation fits the budget, else queues it."""
         if handle.finished:  # cancelled while queued
             return
+        need = reservation(p.model.kv_token_bytes, p.model.kv, len(p.prompt_ids), p.max_tokens,
+                           self.settings.prefill_step_size)
+        try:
+            self.kv_budget.check(need, len(p.prompt_ids), p.max_tokens)
+        except EngineError as exc:
+            self._send(handle, exc)
+            return
+        if self._kv_waiting or not self.kv_budget.try_reserve(handle, p.model.id, need):
+            self._kv_waiting.append((Admit(p, handle), need))
+            return
+        self._start(p, handle)
+
+    def _admit_waiting(self) -> None:
+        """Starts waiting requests, oldest first, while their reservations fit."""
+        while self._kv_waiting:
+            command, need = self._kv_waiting[0]
+            if not command.handle.finished and not self.kv_budget.try_reserve(
+                    command.handle, command.prepared.model.id, need):
+                return
+            self._kv_waiting.popleft()
+            if not command.handle.finished:
+                self._start(command.prepared, command.handle)
+
+    def _start(self, p: PreparedRequest, handle: RequestHandle) -> None:
         row = _Row(handle=handle, prepared=p)
         try:
             model_inputs = self._vision_inputs(p) if p.images is not None else None
+            batch = self._batch_for(p.model)
             if p.request.prompt_logprobs:
-                p.prompt_logprobs = self._prompt_logprobs(p)
+                p.prompt_logprobs = self._prompt_logprobs(p, batch)
             processors = make_request_processors(
                 logit_bias=p.sampling.logit_bias,
                 repetition_penalty=p.sampling.repetition_penalty,
@@ -286,9 +348,10 @@ class EngineCore:
             )
             if p.request.stopping.min_tokens and p.stop_on:
                 processors.append(min_tokens_processor(p.stop_on, p.request.stopping.min_tokens))
+            if (budget := budget_processor(p)) is not None:
+                processors.append(budget)
             if p.grammar is not None:
                 processors.append(GrammarProcessor(p.grammar, p.model.vocab_size, p.grammar_after))
-            batch = self._batch_for(p.model)
             row.uid, cached = batch.insert(
                 p.prompt_ids, max_tokens=p.max_tokens, sampling=p.sampling,
                 processors=[self._guard(row, proc) for proc in processors],
@@ -300,6 +363,7 @@ class EngineCore:
             row.output = OutputProcessor(p, cached, self.settings.stream_interval, self.metrics)
         except Exception as exc:
             log.exception("admitting %s failed", handle.request_id)
+            self.kv_budget.release(handle)
             self._send(handle, classify(exc))
             if row.uid >= 0:
                 self._c.batches[p.model.id].remove([row.uid])
@@ -311,11 +375,12 @@ class EngineCore:
         self.idle.clear()
 
     @staticmethod
-    def _prompt_logprobs(p: PreparedRequest) -> list[TokenLogprob]:
+    def _prompt_logprobs(p: PreparedRequest, batch: Batch) -> list[TokenLogprob]:
         """Each prompt token after the first: its logprob, alternatives and text offset."""
         decode, ids = p.model.tokenizer.decode, p.prompt_ids
+        rows = batch.prompt_logprobs(ids) if isinstance(batch, ModelBatch) else prompt_logprobs(p.model.model, ids)
         out = []
-        for i, row in enumerate(prompt_logprobs(p.model.model, ids), start=1):
+        for i, row in enumerate(rows, start=1):
             entry = token_logprob(p.model.token_bytes, ids[i], row, p.request.top_logprobs)
             entry.text_offset = len(decode(ids[:i]))
             out.append(entry)
@@ -359,8 +424,8 @@ class EngineCore:
         try:
             prefilled, tokens = batch.step()
         except Exception as exc:
-            if classify(exc).code is not ErrorCode.RESOURCE_EXHAUSTED:
-                raise  # a batch that fails as a whole is the core's own failure
+            if classify(exc).code is not ErrorCode.RESOURCE_EXHAUSTED or self._channel is not None:
+                raise  # a batch that fails as a whole (or on one rank) is the core's own failure
             log.error("out of memory in a step of %s: failing its requests", model_id, exc_info=exc)
             self.fail_model(model_id, classify(exc))
             return
@@ -368,6 +433,11 @@ class EngineCore:
         c.steps += 1
         c.peak_running = max(c.peak_running, batch.running)
         now = time.perf_counter()
+        if isinstance(batch, ModelBatch):  # sequences that waited for a shared prefix
+            for uid, cached in batch.forked():
+                row = self._by_uid.get((model_id, uid))
+                if row is not None and row.output is not None:
+                    row.output.cached_tokens = cached
         for uid in prefilled:
             row = self._by_uid.get((model_id, uid))
             if row is not None and row.output is not None and row.output.prefill_started is None:
@@ -408,6 +478,7 @@ class EngineCore:
             self._remove_row(row.handle)
 
     def _forget(self, row: _Row) -> None:
+        self.kv_budget.release(row.handle)
         self._rows.pop(row.handle, None)
         self._by_uid.pop((row.prepared.model.id, row.uid), None)
 
@@ -442,20 +513,46 @@ class EngineCore:
         """A snapshot other threads may read (they never touch the batches)."""
         batches = list(self._c.batches.values())
         running = sum(b.running for b in batches)
+        self._publish_kv()
         self.stats = EngineStats(
-            waiting=sum(len(b) for b in batches) - running,
+            waiting=sum(len(b) for b in batches) - running + len(self._kv_waiting),
             running=running,
             peak_running=self._c.peak_running,
             steps=self._c.steps,
             generated_tokens=self._c.generated,
         )
 
+    def _publish_kv(self) -> None:
+        """Per-model KV bytes (reserved, in use, cached) for /metrics and ModelInfo."""
+        budget = self.kv_budget
+        waiting: dict[str, int] = {}
+        for command, _ in self._kv_waiting:
+            waiting[command.prepared.model.id] = waiting.get(command.prepared.model.id, 0) + 1
+        usage = {}
+        for model_id in {*self._kv_models, *waiting, *(m for m, _ in budget.held())}:
+            batch = self._c.batches.get(model_id)
+            usage[model_id] = KVUsage(
+                budget=budget.total, reserved=budget.reserved_by(model_id),
+                in_use=batch.kv_bytes if isinstance(batch, ModelBatch) else 0,
+                cached=batch.cache_bytes if isinstance(batch, ModelBatch) else 0,
+                waiting=waiting.get(model_id, 0))
+            if model_id in self._kv_models:
+                self._kv_models[model_id].kv_usage = usage[model_id]
+        self.kv_usage = usage
+
     def reset_peak(self) -> None:
         self._c.peak_running = 0
 
 
-def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int) -> Batch:
+def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int,
+              channel: Channel | None = None) -> Batch:
     s = settings
+    if channel is not None:
+        from ..distributed.lockstep import LeaderBatch
+
+        return LeaderBatch(model.model, channel, max_num_seqs=max_num_seqs,
+                           prefill_batch_size=s.prefill_batch_size, prefill_step_size=s.prefill_step_size,
+                           prompt_cache_size=s.prompt_cache_size, prompt_cache_bytes=s.prompt_cache_bytes)
     if model.kind is ModelKind.VISION:
         return VisionBatch(model.model, model.processor, max_num_seqs=max_num_seqs,
                            prefill_batch_size=s.prefill_batch_size,
@@ -467,6 +564,10 @@ def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int) -
         prefill_step_size=s.prefill_step_size,
         prompt_cache_size=s.prompt_cache_size,
         prompt_cache_bytes=s.prompt_cache_bytes,
+        kv=model.kv,
+        disk=DiskPromptCache(Path(s.prompt_cache_dir).expanduser(), model.identity, s.prompt_cache_disk_bytes)
+        if s.prompt_cache_dir and model.identity else None,
+        share_prefixes=s.use_paged_cache,
         speculator=make_speculator(model.speculation, model.draft),
     )
 

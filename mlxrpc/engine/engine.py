@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..distributed.channel import Channel
 from ..metrics import Metrics
 from ..settings import EngineSettings
 from .admission import check_admission
@@ -49,11 +50,14 @@ REQUEST_SIDE_THREADS = 2
 class Engine:
     """Owns the models, the engine core and the request-side pool."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, channel: Channel | None = None) -> None:
         self.settings = settings
         self.registry = ModelRegistry()
         self.metrics = Metrics()
-        self.core = EngineCore(settings, self.metrics, on_death=self._core_died)
+        # Rank 0 of a distributed world: the core steps in lockstep with the other ranks.
+        self.core = EngineCore(settings, self.metrics, on_death=self._core_died, channel=channel)
+        if channel is not None:
+            channel.on_exchange = self.metrics.collective.observe
         self.metrics.watch(
             queue_depth=lambda: self.core.stats.waiting,
             running=lambda: self.core.stats.running,
@@ -219,6 +223,7 @@ class Engine:
         unloads past --max-models / --max-model-bytes) and reading the weights
         happen together on the engine thread.
         """
+        self._fixed_models()
         with self._lock:
             pending = self._loading.get(source.id)
             if pending is None:
@@ -286,6 +291,7 @@ class Engine:
 
     def unload_model(self, name: str) -> None:
         """Unloads a model; its running requests end UNAVAILABLE."""
+        self._fixed_models()
         model_id = self.registry.get(name).id
         self.call(lambda: self._unload_on_core(model_id))
         self._models_changed()
@@ -294,6 +300,11 @@ class Engine:
         self.core.fail_model(model_id, EngineError(ErrorCode.UNAVAILABLE, f"model '{model_id}' was unloaded"))
         self.registry.remove(model_id)
         gc.collect()
+
+    def _fixed_models(self) -> None:
+        if self.settings.parallel:
+            raise EngineError(ErrorCode.UNIMPLEMENTED, "a distributed world serves the one model it "
+                              "started with: models cannot be loaded or unloaded")
 
     def _models_changed(self) -> None:
         for callback in self._on_models_changed:

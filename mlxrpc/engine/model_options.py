@@ -1,5 +1,5 @@
 """Per-model load options: chat template override, default template
-arguments, LoRA adapters, remote code, speculative decoding.
+arguments, LoRA adapters, remote code, KV-cache layout, speculative decoding.
 
 Given like mlx_lm.server's flags, each value optionally prefixed with the
 model id it applies to (``--chat-template-args qwen='{"enable_thinking": false}'``);
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import EngineSettings
+from .kv_cache import QUANT_GROUP_SIZES, KVLayout
 from .speculative import METHODS, Speculation
 
 _ID_PREFIX = re.compile(r"^([A-Za-z0-9._:-]+)=(.*)$", re.S)
@@ -26,6 +27,9 @@ class ModelOptions:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     adapter_path: str | None = None
     trust_remote_code: bool = False
+    # "tensor" or "pipeline": load only this rank's shard (distributed/loading.py).
+    parallel: str = ""
+    kv: KVLayout = KVLayout()
     speculation: Speculation | None = None
 
 
@@ -64,8 +68,37 @@ def model_options(settings: EngineSettings, model_id: str) -> ModelOptions:
         template_defaults=defaults,
         adapter_path=_pick(settings.adapter_path, model_id) or None,
         trust_remote_code=settings.trust_remote_code,
+        parallel=settings.parallel,
+        kv=kv_layout(settings, model_id),
         speculation=speculation(settings, model_id),
     )
+
+
+def _int(values: list[str], model_id: str, flag: str) -> int | None:
+    raw = _pick(values, model_id)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{flag} {raw!r} is not an integer") from None
+
+
+def kv_layout(settings: EngineSettings, model_id: str) -> KVLayout:
+    """The model's KV-cache layout from --kv-bits, --kv-group-size and --max-kv-size."""
+    bits = _int(settings.kv_bits, model_id, "--kv-bits")
+    group = _int(settings.kv_group_size, model_id, "--kv-group-size") or 64
+    max_size = _int(settings.max_kv_size, model_id, "--max-kv-size")
+    if bits is not None and bits not in (4, 8):
+        raise ValueError(f"--kv-bits must be 4 or 8, got {bits}")
+    if group not in QUANT_GROUP_SIZES:
+        raise ValueError(f"--kv-group-size must be one of {', '.join(map(str, QUANT_GROUP_SIZES))}, got {group}")
+    if max_size is not None and max_size < 1:
+        raise ValueError(f"--max-kv-size must be positive, got {max_size}")
+    if bits is not None and max_size is not None:
+        # mlx-lm has no quantized rotating cache (RotatingKVCache.to_quantized raises).
+        raise ValueError("--kv-bits and --max-kv-size cannot be combined for one model")
+    return KVLayout(bits=bits, group_size=group, max_size=max_size)
 
 
 def speculation(settings: EngineSettings, model_id: str) -> Speculation | None:

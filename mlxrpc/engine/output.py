@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..metrics import Metrics
+from .detokenizer import IncrementalDetokenizer
 from .prepare import PreparedRequest
 from .reasoning import ReasoningSplitter
 from .stopping import StopStringMatcher
 from .token_bytes import text_of
+from .tool_deltas import ToolDeltaStreamer
 from .tools import ToolCallExtractor
 from .types import Chunk, Finish, InputDetails, StopReason, Timings, TokenLogprob, Usage
 
@@ -30,14 +32,16 @@ class OutputProcessor:
         self._interval = stream_interval
         self._metrics = metrics
         request, model = prepared.request, prepared.model
-        self._detokenizer = model.tokenizer.detokenizer
+        self._detokenizer = IncrementalDetokenizer(model.tokenizer)
         self._matcher = StopStringMatcher(request.stopping.stop)
         self._tools = None
+        self._deltas: ToolDeltaStreamer | None = None
         markers: set[int] = set()
         if prepared.tool_format is not None:
             fmt = prepared.tool_format
             self._tools = ToolCallExtractor(fmt, request.prompt.tools or [],  # type: ignore[union-attr]
                                             request.max_tool_calls)
+            self._deltas = ToolDeltaStreamer(fmt)
             markers.update(fmt.start_tokens, fmt.end_tokens)
         self._reasoning = None
         if prepared.reasoning is not None:
@@ -114,6 +118,8 @@ class OutputProcessor:
         """Answer text, less any tool-call markup (held for parsing at the end)."""
         if text:
             chunk.text += self._tools.feed(text) if self._tools is not None else text
+        if self._deltas is not None and self._tools is not None:
+            chunk.tool_call_deltas += self._deltas.feed(self._tools.captured)
 
     def _finish(self, chunk: Chunk, reason: StopReason, stop_sequence: str, token: int, now: float) -> None:
         if reason is not StopReason.STOP_SEQUENCE:
@@ -134,13 +140,16 @@ class OutputProcessor:
         if self._tools is not None:
             held = self._tools.flush()
             tool_calls, unparsed = self._tools.calls()
-            if reason in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH):
-                # A call cut off by the budget (even mid-marker): reported as no
-                # call, its markup kept out of content.
-                held, tool_calls, unparsed = "", [], ""
+            cut = reason in (StopReason.LENGTH, StopReason.CONTEXT_LENGTH)
+            if cut:
+                # A call cut off by the budget: what was written of it, its
+                # markup kept out of content; the finish reason stays.
+                held, unparsed = "", ""
+            tool_calls, deltas = self._deltas.finish(self._tools.captured, tool_calls, cut)  # type: ignore[union-attr]
+            chunk.tool_call_deltas += deltas
             chunk.text += held
             chunk.text += unparsed
-            if tool_calls:
+            if tool_calls and not cut:
                 reason = StopReason.TOOL_CALLS
         chunk.finish = self._finish_record(reason, stop_sequence, token, now)
         chunk.finish.tool_calls = tool_calls

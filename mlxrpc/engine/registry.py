@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .disk_cache import model_identity
 from .draft import load_draft
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
+from .kv_budget import KVUsage
+from .kv_cache import KVLayout, check_layout
 from .model_options import ModelOptions
 from .speculative import Speculation
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
-from .types import ModelDescription, ModelKind
+from .types import KVCacheInfo, ModelDescription, ModelKind, Parallelism
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,15 @@ class LoadedModel:
     template_defaults: dict[str, Any] = field(default_factory=dict)
     # Pooling and size of an embedding model (kind EMBEDDING).
     embedding: EmbeddingSpec | None = None
+    # Set when this is one rank's shard of a model split over a distributed world.
+    parallelism: Parallelism | None = None
+    # How its KV cache is stored (--kv-bits, --max-kv-size) and what a token of it costs.
+    kv: KVLayout = KVLayout()
+    kv_token_bytes: int = 0
+    # Changes whenever its weights, config, adapter or KV layout do (disk prefix cache).
+    identity: str = ""
+    # Its KV bytes now, published by the engine core.
+    kv_usage: KVUsage = KVUsage()
     # Speculative decoding of its batches (--speculative), None when off, and
     # the draft model it uses (--draft-model).
     speculation: Speculation | None = None
@@ -108,6 +120,13 @@ class LoadedModel:
             has_chat_template=bool(getattr(self.tokenizer, "has_chat_template", False)),
             embedding_dimensions=self.embedding.dimensions if self.embedding else 0,
             capabilities=["embeddings"] if self.embedding else [],
+            parallelism=self.parallelism,
+            kv_cache=None if self.kind is ModelKind.EMBEDDING else KVCacheInfo(
+                bytes_per_token=self.kv_token_bytes, bits=self.kv.bits or 0,
+                group_size=self.kv.group_size if self.kv.bits else 0, max_kv_size=self.kv.max_size or 0,
+                budget_bytes=self.kv_usage.budget, reserved_bytes=self.kv_usage.reserved,
+                in_use_bytes=self.kv_usage.in_use, cached_bytes=self.kv_usage.cached,
+                waiting=self.kv_usage.waiting),
         )
 
 
@@ -133,6 +152,14 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
                           field="model") from exc
     loaded.nbytes = checkpoint_bytes(path)
     loaded.template_defaults = dict(source.options.template_defaults)
+    if loaded.kind is not ModelKind.EMBEDDING:
+        # The vision batch makes its own caches: only text models take the layout.
+        loaded.kv = source.options.kv if loaded.kind is ModelKind.TEXT else KVLayout()
+        loaded.identity = model_identity(path, source.options.adapter_path, loaded.kv)
+        try:
+            loaded.kv_token_bytes = check_layout(loaded.model, loaded.config, loaded.kv)
+        except ValueError as exc:
+            raise invalid("model", f"{source.id}: {exc}") from None
     loaded.speculation = source.options.speculation
     if loaded.speculation is not None and loaded.speculation.draft_model:
         if loaded.kind is not ModelKind.TEXT:
@@ -183,11 +210,18 @@ def _load_text(source: ModelSource, path: Path) -> LoadedModel:
     tokenizer_config: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
     if options.chat_template is not None:
         tokenizer_config["chat_template"] = options.chat_template
-    model, tokenizer, config = mlx_lm.load(str(path), tokenizer_config=tokenizer_config,
-                                           adapter_path=options.adapter_path, return_config=True,
-                                           trust_remote_code=options.trust_remote_code)
+    parallelism = None
+    if options.parallel:
+        from ..distributed.loading import load_shard
+
+        model, tokenizer, config, parallelism = load_shard(path, options.parallel, tokenizer_config,
+                                                           options.trust_remote_code)
+    else:
+        model, tokenizer, config = mlx_lm.load(str(path), tokenizer_config=tokenizer_config,
+                                               adapter_path=options.adapter_path, return_config=True,
+                                               trust_remote_code=options.trust_remote_code)
     return LoadedModel(id=source.id, source=source.source, kind=ModelKind.TEXT, model=model,
-                       tokenizer=tokenizer, config=config, created=int(time.time()))
+                       tokenizer=tokenizer, config=config, created=int(time.time()), parallelism=parallelism)
 
 
 def _load_embedding(source: ModelSource, path: Path, config: dict[str, Any], spec: EmbeddingSpec) -> LoadedModel:

@@ -26,9 +26,10 @@ other kinds (rotating, quantized, recurrent) turn speculation off.
 
 Draft length adapts per row: a row proposes ``num_draft_tokens`` at first,
 then twice its last length after a full acceptance and one more than its
-accepted run after a rejection; after drafts that all failed, or nothing to
-propose, it pauses (1, 3, 7, ... up to 32 plain steps as failures repeat), and
-a step where no row may draft stays mlx-lm's pipelined plain step.
+accepted run after a rejection; after drafts that all failed it pauses (1, 3,
+7, 15, then 16 plain steps as failures repeat), after finding nothing to
+propose one step, and a step where no row may draft stays mlx-lm's pipelined
+plain step.
 
 When: only in steps where at most ``max_batch`` rows decode. Verifying ``k``
 drafts costs a ``k + 1``-token forward pass; that is nearly free while
@@ -201,14 +202,17 @@ class Speculator:
         run plus one otherwise, so rows whose drafts fail stop paying for them.
         The length depends only on past steps, so the proposal stays
         independent of this step's sampling (the exactness argument holds)."""
-        if proposed:
-            longest = self.config.num_draft_tokens
-            self.lengths[uid] = min(longest, 2 * proposed) if accepted == proposed else accepted + 1
-        failures = self.pauses.get(uid, (0, 0))[1] + 1 if accepted == 0 else 0
-        self.pauses[uid] = (min(2 ** failures - 1, 32), failures)
+        failures = self.pauses.get(uid, (0, 0))[1]
+        if not proposed:  # nothing to propose: look again after one plain step
+            self.pauses[uid] = (1, failures)
+            return
+        longest = self.config.num_draft_tokens
+        self.lengths[uid] = min(longest, 2 * proposed) if accepted == proposed else accepted + 1
+        failures = failures + 1 if accepted == 0 else 0
+        self.pauses[uid] = (min(2 ** failures - 1, 16), failures)
 
     def _paused(self, uid: int) -> bool:
-        """Counts down a row's pause: 1, 3, 7, ... 32 plain steps after 1, 2, 3, ... failed drafts in a row."""
+        """Counts down a row's pause: 1, 3, 7, 15, 16 plain steps after 1, 2, 3, ... failed drafts in a row."""
         left, failures = self.pauses.get(uid, (0, 0))
         if left > 0:
             self.pauses[uid] = (left - 1, failures)

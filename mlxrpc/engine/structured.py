@@ -106,6 +106,9 @@ def check_grammar(grammar: str, llg_tokenizer: Any, field: str) -> None:
     error = LLMatcher.validate_grammar(grammar, llg_tokenizer)
     if error and not error.startswith("WARNING"):
         raise invalid(field, f"{field} cannot be enforced: {_short(error)}")
+    from .grammar_probe import probe_grammar
+
+    probe_grammar(grammar, llg_tokenizer, field)
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -96,6 +96,11 @@ class ToolCallExtractor:
         self._captured: str | None = None
         self._lead = ""  # JSON-first formats: the answer's start, until it decides
 
+    @property
+    def captured(self) -> str | None:
+        """The tool-call text held back so far (None: no call has started)."""
+        return self._captured
+
     def feed(self, text: str) -> str:
         """Returns the part of ``text`` that is ordinary content."""
         if self._captured is not None:

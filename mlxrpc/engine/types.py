@@ -105,6 +105,8 @@ class GenerationRequest:
     tool_function: str = ""
     # At most this many tool calls in the answer (0: no limit).
     max_tool_calls: int = 0
+    # At most this many thinking tokens (0: the reasoning effort's budget, if any).
+    thinking_budget: int = 0
     skip_special_tokens: bool = True
     # Log-probabilities of the prompt's tokens (with echo of the input).
     prompt_logprobs: bool = False
@@ -212,6 +214,30 @@ class ModelKind(enum.Enum):
     EMBEDDING = "embedding"
 
 
+@dataclass(frozen=True)
+class Parallelism:
+    """How a model is split over a distributed world (distributed/)."""
+
+    mode: str
+    world_size: int
+    backend: str
+
+
+@dataclass(frozen=True)
+class KVCacheInfo:
+    """A model's KV-cache layout and its bytes now (see engine/kv_budget.py)."""
+
+    bytes_per_token: int = 0
+    bits: int = 0
+    group_size: int = 0
+    max_kv_size: int = 0
+    budget_bytes: int = 0
+    reserved_bytes: int = 0
+    in_use_bytes: int = 0
+    cached_bytes: int = 0
+    waiting: int = 0
+
+
 @dataclass
 class ModelDescription:
     id: str
@@ -229,3 +255,5 @@ class ModelDescription:
     # Length of an embedding vector (embedding models), else 0.
     embedding_dimensions: int = 0
     capabilities: list[str] = field(default_factory=list)
+    parallelism: Parallelism | None = None
+    kv_cache: KVCacheInfo | None = None

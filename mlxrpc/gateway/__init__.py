@@ -1,5 +1,6 @@
-"""The OpenAI REST sidecar: a stateless aiohttp transcoder onto the gRPC calls.
+"""The REST sidecar: a stateless aiohttp transcoder onto the gRPC calls.
 
-Three parts, as vLLM's entrypoints have them: ``schema`` (request bodies),
-``translate`` (pure OpenAI ⇄ proto functions), ``app`` (routes and I/O).
+``http/`` is the toolkit every surface uses; each surface package holds its
+``protocol`` (request and response models), ``translate`` (pure REST ⇄ proto),
+``events`` (the stream) and ``routes`` (its operations); ``app`` composes them.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterable
 from typing import Any
@@ -25,6 +26,7 @@ from ..engine.types import (
     TextPrompt,
     TokenLogprob,
     TokenPrompt,
+    ToolCallDelta,
     ToolChoice,
 )
 from ..v1 import inference_pb2 as pb
@@ -224,6 +226,7 @@ def to_generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         prompt_logprobs=o.prompt_logprobs,
         skip_special_tokens=o.skip_special_tokens if o.HasField("skip_special_tokens") else True,
         max_tool_calls=request.max_tool_calls,
+        thinking_budget=request.thinking_budget_tokens,
         request_id=request.request_id,
     )
 
@@ -287,14 +290,31 @@ def merge_chunks(chunks: list[Chunk]) -> Chunk:
         logprobs=[lp for c in chunks for lp in c.logprobs],
         finish=chunks[-1].finish,
         input=chunks[0].input,
+        tool_call_deltas=coalesce_deltas([d for c in chunks for d in c.tool_call_deltas]),
     )
     return merged
+
+
+def coalesce_deltas(deltas: list[ToolCallDelta]) -> list[ToolCallDelta]:
+    """Consecutive argument pieces of one call as one delta (a call's opening delta stays first)."""
+    out: list[ToolCallDelta] = []
+    for d in deltas:
+        last = out[-1] if out else None
+        if last is not None and last.index == d.index and not d.id and not d.name:
+            out[-1] = ToolCallDelta(last.index, last.id, last.name, last.arguments + d.arguments)
+        else:
+            out.append(d)
+    return out
+
+
+def to_tool_call_deltas(deltas: list[ToolCallDelta]) -> list[pb.ToolCallDelta]:
+    return [pb.ToolCallDelta(index=d.index, id=d.id, name=d.name, arguments_delta=d.arguments) for d in deltas]
 
 
 def to_stream_response(chunk: Chunk) -> pb.GenerateStreamResponse:
     message = pb.GenerateStreamResponse(
         text=chunk.text, token_ids=chunk.token_ids, logprobs=to_logprobs(chunk.logprobs),
-        reasoning=chunk.reasoning,
+        reasoning=chunk.reasoning, tool_call_deltas=to_tool_call_deltas(chunk.tool_call_deltas),
     )
     if chunk.finish is not None:
         message.finish.CopyFrom(to_finish(chunk.finish))
@@ -340,4 +360,7 @@ def to_model(d: ModelDescription) -> pb.Model:
         has_chat_template=d.has_chat_template,
         capabilities=d.capabilities,
         embedding_dimensions=d.embedding_dimensions,
+        parallelism=pb.Parallelism(mode=d.parallelism.mode, world_size=d.parallelism.world_size,
+                                   backend=d.parallelism.backend) if d.parallelism else None,
+        kv_cache=pb.KVCacheInfo(**dataclasses.asdict(d.kv_cache)) if d.kv_cache else None,
     )

@@ -11,28 +11,14 @@ on the server. Every refusal is INVALID_ARGUMENT naming the field.
 from __future__ import annotations
 
 import json
-import re
-
-import numpy as np
 
 from ..engine.errors import invalid
+from ..limits import MAX_JSON_DEPTH, json_depth
 from ..settings import ServiceSettings
 from ..v1 import inference_pb2 as pb
 
-# Deepest nesting of a JSON value a request may carry (schemas, tool
-# parameters, template arguments, tool-call arguments).
-MAX_JSON_DEPTH = 64
 # chat_template_kwargs keys that replace the model's template with the client's.
 TEMPLATE_KEYS = ("chat_template", "tools_template")
-
-# A JSON string, escapes included; an unterminated one runs to the end. The
-# possessive quantifiers keep the scan linear on any input.
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = np.zeros(256, dtype=np.int8)
-_DEPTH_STEP[list(b"[{")] = 1
-_DEPTH_STEP[list(b"]}")] = -1
-_CHUNK = 1 << 20
 
 
 def check_limits(request: pb.GenerateRequest, settings: ServiceSettings) -> None:
@@ -103,23 +89,6 @@ def _check_template_kwargs(text: str, settings: ServiceSettings) -> None:
             raise invalid(f"chat_template_kwargs.{key}",
                           f"chat_template_kwargs.{key}: this server does not accept chat templates "
                           "in requests (the operator can allow them with --allow-request-chat-template)")
-
-
-def json_depth(text: str | bytes) -> int:
-    """The deepest bracket nesting of a JSON text, ignoring brackets inside strings.
-
-    A linear scan, not a parse: it cannot itself overflow on the input it guards.
-    """
-    raw = text.encode() if isinstance(text, str) else text
-    if b"[" not in raw and b"{" not in raw:
-        return 0
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    deepest = level = 0
-    for start in range(0, len(brackets), _CHUNK):
-        steps = _DEPTH_STEP[np.frombuffer(brackets, np.uint8, min(_CHUNK, len(brackets) - start), start)]
-        depth = np.cumsum(steps, dtype=np.int64) + level
-        deepest, level = max(deepest, int(depth.max())), int(depth[-1])
-    return deepest
 
 
 def check_json_depth(text: str, field: str) -> None:

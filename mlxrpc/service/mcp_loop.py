@@ -66,6 +66,8 @@ class McpLoop:
             texts: list[str] = []
             finish = None
             async for message in submit(self._step_request(plan.base, messages, step, request_id)):
+                # The loop runs MCP calls itself and passes the client's on whole, at the end.
+                message.ClearField("tool_call_deltas")
                 if message.HasField("finish"):
                     finish = pb.Finish()
                     finish.CopyFrom(message.finish)

@@ -47,7 +47,7 @@ MCP_SERVER_STATE_CONNECTED: McpServerState
 MCP_SERVER_STATE_DISABLED: McpServerState
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "request_id", "text", "chat", "token_ids", "sampling", "stopping", "options", "response_format", "tools", "tool_choice", "mcp_tools", "max_tool_calls")
+    __slots__ = ("model", "request_id", "text", "chat", "token_ids", "sampling", "stopping", "options", "response_format", "tools", "tool_choice", "mcp_tools", "max_tool_calls", "thinking_budget_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class GenerateRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     MCP_TOOLS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    THINKING_BUDGET_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     request_id: str
     text: str
@@ -74,7 +75,8 @@ class GenerateRequest(_message.Message):
     tool_choice: ToolChoice
     mcp_tools: _containers.RepeatedCompositeFieldContainer[McpToolset]
     max_tool_calls: int
-    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatInput, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stopping: _Optional[_Union[StoppingCriteria, _Mapping]] = ..., options: _Optional[_Union[ResponseOptions, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., mcp_tools: _Optional[_Iterable[_Union[McpToolset, _Mapping]]] = ..., max_tool_calls: _Optional[int] = ...) -> None: ...
+    thinking_budget_tokens: int
+    def __init__(self, model: _Optional[str] = ..., request_id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatInput, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., stopping: _Optional[_Union[StoppingCriteria, _Mapping]] = ..., options: _Optional[_Union[ResponseOptions, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., mcp_tools: _Optional[_Iterable[_Union[McpToolset, _Mapping]]] = ..., max_tool_calls: _Optional[int] = ..., thinking_budget_tokens: _Optional[int] = ...) -> None: ...
 
 class McpToolset(_message.Message):
     __slots__ = ("server_label", "allowed_tools")
@@ -450,7 +452,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "aliases", "kind", "source", "loaded", "created", "context_length", "vocab_size", "quantization", "architecture", "eos_token_ids", "has_chat_template", "capabilities", "embedding_dimensions")
+    __slots__ = ("id", "aliases", "kind", "source", "loaded", "created", "context_length", "vocab_size", "quantization", "architecture", "eos_token_ids", "has_chat_template", "capabilities", "embedding_dimensions", "parallelism", "kv_cache")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -465,6 +467,8 @@ class Model(_message.Message):
     HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    PARALLELISM_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     kind: ModelKind
@@ -479,7 +483,41 @@ class Model(_message.Message):
     has_chat_template: bool
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     embedding_dimensions: int
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., source: _Optional[str] = ..., loaded: _Optional[bool] = ..., created: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., quantization: _Optional[str] = ..., architecture: _Optional[str] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., has_chat_template: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ..., embedding_dimensions: _Optional[int] = ...) -> None: ...
+    parallelism: Parallelism
+    kv_cache: KVCacheInfo
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., source: _Optional[str] = ..., loaded: _Optional[bool] = ..., created: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., quantization: _Optional[str] = ..., architecture: _Optional[str] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., has_chat_template: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ..., embedding_dimensions: _Optional[int] = ..., parallelism: _Optional[_Union[Parallelism, _Mapping]] = ..., kv_cache: _Optional[_Union[KVCacheInfo, _Mapping]] = ...) -> None: ...
+
+class Parallelism(_message.Message):
+    __slots__ = ("mode", "world_size", "backend")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    world_size: int
+    backend: str
+    def __init__(self, mode: _Optional[str] = ..., world_size: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class KVCacheInfo(_message.Message):
+    __slots__ = ("bytes_per_token", "bits", "group_size", "max_kv_size", "budget_bytes", "reserved_bytes", "in_use_bytes", "cached_bytes", "waiting")
+    BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_KV_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    bytes_per_token: int
+    bits: int
+    group_size: int
+    max_kv_size: int
+    budget_bytes: int
+    reserved_bytes: int
+    in_use_bytes: int
+    cached_bytes: int
+    waiting: int
+    def __init__(self, bytes_per_token: _Optional[int] = ..., bits: _Optional[int] = ..., group_size: _Optional[int] = ..., max_kv_size: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., in_use_bytes: _Optional[int] = ..., cached_bytes: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("model", "text", "chat", "add_special_tokens", "tools")

@@ -1,0 +1,1 @@
+"""REST routes for the engine's MCP servers (vllm-mlx's shapes)."""

@@ -1,0 +1,1 @@
+"""OpenAI's Responses API, with stored conversations in the engine's ResponseStore."""
