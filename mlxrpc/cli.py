@@ -74,6 +74,14 @@ HELP = {
     "requests' chat_template_kwargs win; repeatable",
     "adapter_path": "[ID=]PATH: LoRA adapters to apply to the model (mlx-lm's adapter folder); repeatable",
     "trust_remote_code": "let checkpoints run their own tokenizer code (true/false)",
+    "speculative": "[ID=]METHOD: speculative decoding: ngram (prompt lookup), draft (--draft-model) "
+    "or off (default off); repeatable",
+    "draft_model": "[ID=]PATH: draft model for speculative decoding (same tokenizer as the target); "
+    "implies --speculative draft; repeatable",
+    "num_draft_tokens": "[ID=]N: draft tokens verified per decode step (default 4); repeatable",
+    "ngram_size": "[ID=]N: longest n-gram prompt lookup matches (default 3); repeatable",
+    "speculative_max_batch": "[ID=]N: speculate only in steps where at most N sequences decode "
+    "(default 4; larger batches are compute-bound); repeatable",
     "parallel": "shard the model over a distributed world: tensor or pipeline (the world comes from "
     "mlx.launch, MLX_HOSTFILE + MLX_RANK, JACCL or MPI variables, or --ranks)",
     "ranks": "with --parallel: start this many local ranks over the ring backend (127.0.0.1)",

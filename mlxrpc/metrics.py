@@ -27,6 +27,9 @@ class Metrics:
                                      "Prompt tokens served from the prefix cache", ["model"], registry=r)
         self.generation_tokens = Counter("mlxrpc_generation_tokens", "Tokens generated",
                                          ["model"], registry=r)
+        self.draft_tokens = Counter("mlxrpc_speculative_draft_tokens",
+                                    "Draft tokens verified by the target, by result (accepted, rejected)",
+                                    ["model", "result"], registry=r)
         self.prefix_cache = Counter("mlxrpc_prefix_cache_lookups",
                                     "Prefix cache lookups by result (hit, miss)", ["result"], registry=r)
         self.ttft = Histogram("mlxrpc_time_to_first_token_seconds", "Arrival to first token",

@@ -23,6 +23,16 @@ class EngineSettings:
     adapter_path: list[str] = field(default_factory=list)
     # Let checkpoints run their own tokenizer code (Hugging Face remote code).
     trust_remote_code: bool = False
+    # Speculative decoding, per model ([ID=]VALUE like the options above):
+    # "ngram" (prompt lookup), "draft" (a draft model, same tokenizer) or
+    # "off" (the default); draft tokens verified per step; longest n-gram
+    # looked up; speculation runs only in steps where at most
+    # speculative_max_batch sequences decode (engine/speculative.py).
+    speculative: list[str] = field(default_factory=list)
+    draft_model: list[str] = field(default_factory=list)
+    num_draft_tokens: list[str] = field(default_factory=list)
+    ngram_size: list[str] = field(default_factory=list)
+    speculative_max_batch: list[str] = field(default_factory=list)
     # Default and cap of tokens generated per request (clamped to the context).
     max_tokens: int = 32768
     # Tokens per stream message.

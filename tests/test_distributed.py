@@ -295,6 +295,7 @@ def _serve_fails(args: list[str], env: dict[str, str] | None = None, timeout: fl
     (["--parallel", "pipeline", "--ranks", "2"], {}, "pipeline parallel does not support the 'llama' architecture"),
     (["--parallel", "tensor", "--ranks", "2", "--adapter-path", "x"], {}, "adapters are not supported"),
     (["--parallel", "tensor", "--ranks", "2", "--model", "second=MODEL"], {}, "serves one model"),
+    (["--parallel", "tensor", "--ranks", "2", "--speculative", "ngram"], {}, "--speculative is not supported"),
 ])
 def test_bad_world_settings_fail_fast_with_a_message(llama_dir: Path, tmp_path: Path, args: list[str],
                                                      env: dict[str, str], message: str) -> None:

@@ -103,7 +103,10 @@ def check_settings(settings: Settings) -> None:
     # The lockstep followers replay plain float KV caches and an in-memory prefix cache.
     for flag, value in (("--kv-bits", settings.kv_bits), ("--max-kv-size", settings.max_kv_size),
                         ("--prompt-cache-dir", settings.prompt_cache_dir),
-                        ("--use-paged-cache", settings.use_paged_cache)):
+                        ("--use-paged-cache", settings.use_paged_cache),
+                        # Nor the speculator's verify steps (engine/speculative.py).
+                        ("--speculative", [v for v in settings.speculative if not v.endswith("off")]),
+                        ("--draft-model", settings.draft_model)):
         if value:
             raise WorldError(f"{flag} is not supported with --parallel yet")
 

@@ -19,6 +19,7 @@ from .disk_cache import DiskPromptCache
 from .kv_cache import KVLayout
 from .params import ResolvedSampling
 from .sampling import LogitsProcessor, Sampler, greedy, make_request_sampler
+from .speculative import Speculator
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _Sequence:
     sampler: Sampler
     processors: list[LogitsProcessor]
     stops: StopSequences
+    speculative: bool = True
 
 
 class ModelBatch:
@@ -98,6 +100,7 @@ class ModelBatch:
         prompt_cache_size: int = 0,
         prompt_cache_bytes: int = 0,
         kv: KVLayout | None = None,
+        speculator: Speculator | None = None,
         disk: DiskPromptCache | None = None,
         share_prefixes: bool = False,
     ) -> None:
@@ -130,6 +133,11 @@ class ModelBatch:
         self._prefilling: dict[int, list[int]] = {}
         self._followers: dict[int, list[_Sequence]] = {}
         self._forked: list[tuple[int, int]] = []
+        # Speculative decoding (speculative.py) replaces the decode step; it
+        # knows rows by their generator uids.
+        self.speculator = speculator
+        if self.speculator is not None:
+            self.speculator.install(self._generator._generation_batch)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -145,17 +153,20 @@ class ModelBatch:
         vocab_size: int,
         model_inputs: dict[str, Any] | None = None,
         guard: Callable[[BaseException], None] | None = None,
+        speculative: bool = True,
     ) -> tuple[int, int]:
         """Queues a sequence; returns (uid, prompt tokens served from the prompt cache).
 
         ``guard`` receives a failure of this sequence's sampler (which then
         falls back to argmax), so one request's error never aborts the step.
+        ``speculative=False`` keeps drafts away from a sequence whose logits
+        processors keep state between calls (grammars).
         """
         sampler = make_request_sampler(sampling, vocab_size)
         if guard is not None:
             sampler = guarded_sampler(sampler, guard)
         stops = StopSequences([(t,) for t in stop_token_ids]) if stop_token_ids else StopSequences()
-        seq = _Sequence(self._next_uid, prompt, max_tokens, sampler, processors, stops)
+        seq = _Sequence(self._next_uid, prompt, max_tokens, sampler, processors, stops, speculative)
         self._next_uid += 1
         self._live.add(seq.uid)
         self._limits[seq.uid] = (frozenset(stop_token_ids), max_tokens)
@@ -185,6 +196,8 @@ class ModelBatch:
             stop_sequences=[seq.stops],
         )
         self._to_gen[seq.uid], self._from_gen[gen] = gen, seq.uid
+        if self.speculator is not None and not seq.speculative:
+            self.speculator.excluded.add(gen)
         if self._share:
             self._prefilling[seq.uid] = prompt
         return cached
@@ -253,6 +266,8 @@ class ModelBatch:
             gen = self._to_gen.pop(uid, None)
             if gen is not None:
                 self._from_gen.pop(gen, None)
+                if self.speculator is not None:
+                    self.speculator.forget(gen)
 
     @property
     def caching(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -42,6 +43,7 @@ from .params import ResolvedSampling, resolve_max_tokens
 from .prepare import PreparedRequest
 from .registry import LoadedModel
 from .sampling import make_request_processors, min_tokens_processor
+from .speculative import make_speculator
 from .structured import GrammarFailure, GrammarProcessor
 from .thinking_budget import budget_processor
 from .types import ChatPrompt, Chunk, ModelKind, TokenLogprob
@@ -296,7 +298,13 @@ class EngineCore:
         if batch is None:
             batch = self._c.batches[model.id] = new_batch(model, self.settings, self.settings.max_num_seqs,
                                                           self._channel)
+            if isinstance(batch, ModelBatch) and batch.speculator is not None:
+                batch.speculator.on_verify = functools.partial(self._count_drafts, model.id)
         return batch
+
+    def _count_drafts(self, model_id: str, proposed: int, accepted: int) -> None:
+        self.metrics.draft_tokens.labels(model_id, "accepted").inc(accepted)
+        self.metrics.draft_tokens.labels(model_id, "rejected").inc(proposed - accepted)
 
     def _admit(self, p: PreparedRequest, handle: RequestHandle) -> None:
         """Starts the request if its KV reservation fits the budget, else queues it."""
@@ -349,6 +357,8 @@ class EngineCore:
                 processors=[self._guard(row, proc) for proc in processors],
                 stop_token_ids=p.stop_on, vocab_size=p.model.vocab_size, model_inputs=model_inputs,
                 guard=lambda exc, r=row: self._record_failure(r, exc),
+                # Grammars and min_tokens keep state per call: no drafts for them.
+                speculative=p.grammar is None and not p.request.stopping.min_tokens,
             )
             row.output = OutputProcessor(p, cached, self.settings.stream_interval, self.metrics)
         except Exception as exc:
@@ -558,6 +568,7 @@ def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int,
         disk=DiskPromptCache(Path(s.prompt_cache_dir).expanduser(), model.identity, s.prompt_cache_disk_bytes)
         if s.prompt_cache_dir and model.identity else None,
         share_prefixes=s.use_paged_cache,
+        speculator=make_speculator(model.speculation, model.draft),
     )
 
 

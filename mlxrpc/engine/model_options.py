@@ -1,5 +1,5 @@
 """Per-model load options: chat template override, default template
-arguments, LoRA adapters, remote code, KV-cache layout.
+arguments, LoRA adapters, remote code, KV-cache layout, speculative decoding.
 
 Given like mlx_lm.server's flags, each value optionally prefixed with the
 model id it applies to (``--chat-template-args qwen='{"enable_thinking": false}'``);
@@ -16,6 +16,7 @@ from typing import Any
 
 from ..settings import EngineSettings
 from .kv_cache import QUANT_GROUP_SIZES, KVLayout
+from .speculative import METHODS, Speculation
 
 _ID_PREFIX = re.compile(r"^([A-Za-z0-9._:-]+)=(.*)$", re.S)
 
@@ -29,6 +30,7 @@ class ModelOptions:
     # "tensor" or "pipeline": load only this rank's shard (distributed/loading.py).
     parallel: str = ""
     kv: KVLayout = KVLayout()
+    speculation: Speculation | None = None
 
 
 def _pick(values: list[str], model_id: str) -> str | None:
@@ -68,6 +70,7 @@ def model_options(settings: EngineSettings, model_id: str) -> ModelOptions:
         trust_remote_code=settings.trust_remote_code,
         parallel=settings.parallel,
         kv=kv_layout(settings, model_id),
+        speculation=speculation(settings, model_id),
     )
 
 
@@ -96,3 +99,28 @@ def kv_layout(settings: EngineSettings, model_id: str) -> KVLayout:
         # mlx-lm has no quantized rotating cache (RotatingKVCache.to_quantized raises).
         raise ValueError("--kv-bits and --max-kv-size cannot be combined for one model")
     return KVLayout(bits=bits, group_size=group, max_size=max_size)
+
+
+def speculation(settings: EngineSettings, model_id: str) -> Speculation | None:
+    """The model's speculative decoding (--speculative, --draft-model and the
+    sizes); None when off. A draft model alone means --speculative draft."""
+    draft = _pick(settings.draft_model, model_id) or None
+    method = (_pick(settings.speculative, model_id) or ("draft" if draft else "off")).strip().lower()
+    if method not in METHODS:
+        raise ValueError(f"--speculative must be one of {', '.join(METHODS)}, got {method!r}")
+    sizes = {}
+    for name, values, default in (("num_draft_tokens", settings.num_draft_tokens, 4),
+                                  ("ngram_size", settings.ngram_size, 3),
+                                  ("max_batch", settings.speculative_max_batch, 4)):
+        raw = _pick(values, model_id)
+        flag = "--" + ("speculative-max-batch" if name == "max_batch" else name.replace("_", "-"))
+        try:
+            sizes[name] = int(raw) if raw and raw.strip() else default
+        except ValueError:
+            raise ValueError(f"{flag} {raw!r} is not an integer") from None
+        if sizes[name] < 1:
+            raise ValueError(f"{flag} must be at least 1, got {sizes[name]}")
+    if (method == "draft") != bool(draft):
+        raise ValueError("--speculative draft needs --draft-model" if not draft
+                         else f"--draft-model is for --speculative draft, not {method!r}")
+    return None if method == "off" else Speculation(method=method, draft_model=draft, **sizes)

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .disk_cache import model_identity
+from .draft import load_draft
 from .embeddings import EmbeddingSpec, embedding_spec, load_embedding_model
 from .errors import EngineError, ErrorCode, invalid, not_found
 from .kv_budget import KVUsage
 from .kv_cache import KVLayout, check_layout
 from .model_options import ModelOptions
+from .speculative import Speculation
 from .structured import build_tokenizer
 from .token_bytes import TokenBytes
 from .types import KVCacheInfo, ModelDescription, ModelKind, Parallelism
@@ -82,6 +84,10 @@ class LoadedModel:
     identity: str = ""
     # Its KV bytes now, published by the engine core.
     kv_usage: KVUsage = KVUsage()
+    # Speculative decoding of its batches (--speculative), None when off, and
+    # the draft model it uses (--draft-model).
+    speculation: Speculation | None = None
+    draft: Any = None
 
     @property
     def vocab_size(self) -> int:
@@ -154,6 +160,11 @@ def load_model(source: ModelSource, path: Path | None = None) -> LoadedModel:
             loaded.kv_token_bytes = check_layout(loaded.model, loaded.config, loaded.kv)
         except ValueError as exc:
             raise invalid("model", f"{source.id}: {exc}") from None
+    loaded.speculation = source.options.speculation
+    if loaded.speculation is not None and loaded.speculation.draft_model:
+        if loaded.kind is not ModelKind.TEXT:
+            raise invalid("draft_model", f"'{source.id}' is not a text model: no draft model")
+        loaded.draft = load_draft(loaded.speculation.draft_model, loaded.tokenizer)
     loaded.special_ids = special_token_ids(loaded.tokenizer)
     loaded.token_bytes = TokenBytes(loaded.tokenizer)
     try:

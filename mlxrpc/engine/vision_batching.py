@@ -53,7 +53,9 @@ class VisionBatch:
     def insert(self, prompt: list[int], *, max_tokens: int, sampling: ResolvedSampling,
                processors: list[LogitsProcessor], stop_token_ids: list[int], vocab_size: int,
                model_inputs: dict[str, Any] | None = None,
-               guard: Callable[[BaseException], None] | None = None) -> tuple[int, int]:
+               guard: Callable[[BaseException], None] | None = None,
+               speculative: bool = True) -> tuple[int, int]:
+        del speculative  # no speculative decoding for vision batches
         sampler = make_sampling_processor(sampling, vocab_size)
         if sampler is not None and guard is not None:
             sampler = _guarded_processor(sampler, guard)
