@@ -49,7 +49,7 @@ def test_model_output_that_is_not_a_tool_call_object_fails_nothing(client: opena
 
 async def test_a_grammar_failing_at_decode_time_fails_only_its_request(stub, stack: Stack) -> None:
     """A schema that compiles but whose lexer explodes mid-generation: that request
-    ends INTERNAL with a short message; four streams beside it finish normally."""
+    ends INVALID_ARGUMENT (the request's grammar, not a server fault); four streams beside it finish normally."""
     streams = [stub.StreamGenerate(text_request(f"s{i}", max_tokens=24, ignore_eos=True)) for i in range(4)]
     for call in streams:
         await call.read()
@@ -58,7 +58,7 @@ async def test_a_grammar_failing_at_decode_time_fails_only_its_request(stub, sta
     doomed.response_format.json_schema.schema_json = json.dumps({"type": "string", "pattern": pattern})
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Generate(doomed)
-    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert pattern not in caught.value.details() and len(caught.value.details()) < 200
     for call in streams:
         last = None
