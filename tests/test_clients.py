@@ -29,7 +29,7 @@ def test_openai_sdk_example(stack: Stack) -> None:
 
 def test_curl_example(stack: Stack) -> None:
     out = run("bash", str(CLIENTS / "curl.sh"), stack.http_base)
-    assert '{"status": "ok"}' in out and "data: [DONE]" in out and "text_completion" in out
+    assert '{"status":"ok"}' in out.replace(' ', '') and "data: [DONE]" in out and "text_completion" in out
 
 
 def test_typed_client_example(stack: Stack) -> None:
