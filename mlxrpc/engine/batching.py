@@ -15,7 +15,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
-from .disk_cache import DiskPromptCache
+from .disk_cache import DiskPromptCache, common_prefix
 from .kv_cache import KVLayout
 from .params import ResolvedSampling
 from .sampling import LogitsProcessor, Sampler, greedy, make_request_sampler
@@ -50,15 +50,6 @@ def _skip_context(processor: LogitsProcessor, skip: int) -> LogitsProcessor:
 
 # Shared-prefix waiting (--use-paged-cache) pays only for this many tokens or more.
 MIN_SHARED_PREFIX = 64
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass
@@ -207,7 +198,7 @@ class ModelBatch:
         (at least MIN_SHARED_PREFIX tokens) beyond what the prompt cache has."""
         if not self._share or not self._prefilling:
             return None
-        leader, shared = max(((uid, _common_prefix(p, prompt)) for uid, p in self._prefilling.items()),
+        leader, shared = max(((uid, common_prefix(p, prompt)) for uid, p in self._prefilling.items()),
                              key=lambda x: x[1])
         if shared < MIN_SHARED_PREFIX or shared <= self._cached_prefix(prompt) + MIN_SHARED_PREFIX // 2:
             return None

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ def _header(path: Path) -> dict[str, Any]:
         return json.loads(f.read(size)).get("__metadata__", {})
 
 
-def _common(a: tuple[int, ...], b: list[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -109,7 +111,7 @@ class DiskPromptCache:
         """
         best = None
         for entry in self._index().values():
-            n = _common(entry.tokens, prompt)
+            n = common_prefix(entry.tokens, prompt)
             if n < len(entry.tokens) and not trimmable:
                 continue
             if n and (best is None or n > best[1]):
