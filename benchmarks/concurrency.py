@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import shlex
 import sys
@@ -39,6 +40,9 @@ from .peers import mlx_lm_server, vllm_mlx_missing, vllm_mlx_server, vllm_mlx_ve
 
 # Unique per level, stream and round, so nothing is reused from a prefix cache.
 PROMPT = "Write a short story about a robot who learns to paint. Number {i} of {n}, round {r}."
+# An edit-this-file request: the answer repeats most of the prompt (what prompt lookup is for).
+EDIT_PROMPT = ("Request {i} of {n}, round {r}. Rename the variable `s` to `text` in this file and print the "
+               "whole file:\n\n```python\n{source}\n```\n\nThe whole file, edited:\n\n```python\n")
 WARM_UP = "Say hello."
 PROBE_TOKENS = 4
 
@@ -71,7 +75,7 @@ async def sse_stream(session: aiohttp.ClientSession, url: str, body: dict) -> St
                 texts.append(content)
             usage = chunk.get("usage") or usage
     return StreamResult(ttft or float("nan"), usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0),
-                        "".join(texts))
+                        "".join(texts), time.perf_counter() - start)
 
 
 async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int, bias: dict[str, float]) -> StreamResult:
@@ -92,7 +96,7 @@ async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int, bia
         n += len(message.token_ids)
         if message.HasField("finish"):
             prompt_tokens = message.finish.usage.prompt_tokens
-    return StreamResult(ttft or float("nan"), n, prompt_tokens, "".join(texts))
+    return StreamResult(ttft or float("nan"), n, prompt_tokens, "".join(texts), time.perf_counter() - start)
 
 
 Stream = Callable[[str, int, dict[str, float]], Awaitable[StreamResult]]  # (prompt, max tokens, bias) → result
@@ -100,7 +104,7 @@ Probe = tuple[dict[str, float], str]  # a bias forcing one token, and the text i
 
 
 async def sweep(stream: Stream, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
-                round_index: int) -> dict[int, Level]:
+                round_index: int, prompt: str = PROMPT) -> dict[int, Level]:
     """One warm-up request that checks the server applies logit_bias, then each level's streams at once."""
     check = await stream(WARM_UP, PROBE_TOKENS, probe[0])
     if check.text != probe[1]:
@@ -108,37 +112,38 @@ async def sweep(stream: Stream, levels: list[int], tokens: int, bias: dict[str, 
     results = {}
     for n in levels:
         start = time.perf_counter()
-        done = await asyncio.gather(*(stream(PROMPT.format(i=i, n=n, r=round_index), tokens, bias)
+        done = await asyncio.gather(*(stream(prompt.format(i=i, n=n, r=round_index), tokens, bias)
                                       for i in range(n)))
         results[n] = Level(list(done), time.perf_counter() - start)
     return results
 
 
 async def sweep_sse(url: str, model: str, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
-                    round_index: int) -> dict[int, Level]:
+                    round_index: int, prompt: str) -> dict[int, Level]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600),
                                      connector=aiohttp.TCPConnector(limit=0)) as session:
         return await sweep(lambda prompt, k, b: sse_stream(session, url, request_body(model, prompt, k, b)),
-                           levels, tokens, bias, probe, round_index)
+                           levels, tokens, bias, probe, round_index, prompt)
 
 
 async def sweep_grpc(port: int, levels: list[int], tokens: int, bias: dict[str, float], probe: Probe,
-                     round_index: int) -> dict[int, Level]:
+                     round_index: int, prompt: str) -> dict[int, Level]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.InferenceStub(channel)
-        return await sweep(lambda prompt, k, b: grpc_stream(stub, prompt, k, b), levels, tokens, bias, probe,
-                           round_index)
+        return await sweep(lambda text, k, b: grpc_stream(stub, text, k, b), levels, tokens, bias, probe,
+                           round_index, prompt)
 
 
-Sweep = Callable[[list[int], int, dict[str, float], Probe, int], dict[int, Level]]  # ..., bias, probe, round
+Sweep = Callable[[list[int], int, dict[str, float], Probe, int, str], dict[int, Level]]  # ..., round, prompt
 
 
 @contextmanager
 def serving(name: str, model: Path, concurrency: int, preload: str | None, blas: str,
             extra: list[str]) -> Iterator[Sweep]:
-    """Starts the named server (mlxrpc with ``extra`` arguments); yields how to sweep it."""
+    """Starts the named server with ``extra`` arguments; yields how to sweep it."""
+    name = base_server(name)
     if name in PEERS:
-        with PEERS[name](model, concurrency, preload) as peer:
+        with PEERS[name](model, concurrency, preload, extra) as peer:
             url = f"{peer.base}/v1/chat/completions"
             yield lambda *a: asyncio.run(sweep_sse(url, peer.model, *a))
         return
@@ -154,8 +159,27 @@ PEERS = {"mlx_lm.server REST": mlx_lm_server, "vllm-mlx REST": vllm_mlx_server}
 SERVERS = [*PEERS, "mlxrpc gRPC", "mlxrpc REST"]
 
 
+def base_server(name: str) -> str:
+    """The server a variant runs ("mlx_lm.server REST [draft]" runs mlx_lm.server REST)."""
+    return name.split(" [", 1)[0]
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'[SERVER:]NAME=ARGS' as (the row's name, the extra arguments); SERVER defaults to mlxrpc REST."""
+    label, _, extra = text.partition("=")
+    server, _, name = label.rpartition(":")
+    return f"{server or 'mlxrpc REST'} [{name}]", shlex.split(extra)
+
+
+def edit_prompt(lines: int) -> str:
+    import string
+
+    source = "\n".join(inspect.getsource(string).splitlines()[:lines])
+    return EDIT_PROMPT.replace("{source}", source.replace("{", "{{").replace("}", "}}"))
+
+
 def server_versions(name: str) -> str:
-    python = str(vllm_mlx_venv() / "bin" / "python") if name == "vllm-mlx REST" else sys.executable
+    python = str(vllm_mlx_venv() / "bin" / "python") if base_server(name) == "vllm-mlx REST" else sys.executable
     return versions(python)
 
 
@@ -188,25 +212,30 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="starts of every server, in rotated order")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of: " + ", ".join(SERVERS))
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
-                        help="also run mlxrpc REST with these extra serve arguments, alternated with the rest, "
-                             "e.g. 'pbs16=--prefill-batch-size 16' (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="[SERVER:]NAME=ARGS",
+                        help="also run SERVER (default mlxrpc REST) with these extra arguments, alternated with "
+                             "the rest, e.g. 'pbs16=--prefill-batch-size 16' or "
+                             "'mlx_lm.server REST:draft=--draft-model PATH' (repeatable)")
+    parser.add_argument("--model", default=None, help="model path (default: the 20M benchmark llama)")
+    parser.add_argument("--prompt", choices=["story", "edit"], default="story",
+                        help="edit: rewrite a 40-line source file (the answer repeats the prompt)")
     parser.add_argument("--blas", choices=["both", "bundled", "openblas"], default="both")
     parser.add_argument("--no-bias", action="store_true",
                         help="no EOS bias for anyone: streams may end early (counted and flagged)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     names = [n for n in args.servers.split(",") if n]
-    variants = {f"mlxrpc REST [{name}]": shlex.split(extra) for name, _, extra in
-                (v.partition("=") for v in args.variant)}
+    variants = dict(parse_variant(v) for v in args.variant)
     if unknown := set(names) - set(SERVERS):
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     skipped: dict[str, str] = {}
-    if "vllm-mlx REST" in names and (reason := vllm_mlx_missing()):
-        skipped["vllm-mlx REST"] = reason
-        names.remove("vllm-mlx REST")
     names += list(variants)
-    model = bench_model()
+    if reason := vllm_mlx_missing():
+        for name in [n for n in names if base_server(n) == "vllm-mlx REST"]:
+            skipped[name] = reason
+            names.remove(name)
+    model = Path(args.model) if args.model else bench_model()
+    prompt = edit_prompt(40) if args.prompt == "edit" else PROMPT
     bias = {} if args.no_bias else eos_bias(model)
     probe = probe_bias(model, bias, PROBE_TOKENS)
     openblas = find_library("auto")
@@ -223,15 +252,18 @@ def main() -> None:
                     continue
                 try:
                     with serving(name, model, max(levels), preload, flag, variants.get(name, [])) as run:
-                        rows.setdefault(f"{name}, {label}", []).append(run(levels, args.tokens, bias, probe, r))
+                        rows.setdefault(f"{name}, {label}", []).append(run(levels, args.tokens, bias, probe, r,
+                                                                           prompt))
                 except (RuntimeError, aiohttp.ClientError) as exc:  # a server that fails: said below the tables
                     skipped[name] = f"{type(exc).__name__}: {exc}"
                 print(f"<!-- {label} round {r + 1}: {name} done -->", file=sys.stderr, flush=True)
-    print(f"# concurrency sweep, {args.tokens} tokens per stream, {args.rounds} rounds ({machine()})\n")
-    print(f"Request body (every server): {json.dumps(request_body('MODEL', PROMPT, args.tokens, bias))}\n")
+    print(f"# concurrency sweep, {args.tokens} tokens per stream, {args.rounds} rounds, model {model.name}, "
+          f"{args.prompt} prompt ({machine()})\n")
+    body = request_body('MODEL', prompt if args.prompt == "story" else "(edit prompt)", args.tokens, bias)
+    print(f"Request body (every server): {json.dumps(body)}\n")
     for name in names:
         if name not in skipped:
-            how = f" (mlxrpc REST with `{shlex.join(variants[name])}`)" if name in variants else ""
+            how = f" ({base_server(name)} with `{shlex.join(variants[name])}`)" if name in variants else ""
             print(f"- {name}: {server_versions(name)}{how}")
     print()
     for label, _, _ in blases:

@@ -40,6 +40,12 @@ class StreamResult:
     tokens: int  # produced, as the server's usage (or token ids) says
     prompt_tokens: int = 0
     text: str = ""
+    total: float = 0.0  # seconds to the end of the stream
+
+    @property
+    def decode_rate(self) -> float:
+        """Tokens per second after the first one."""
+        return (self.tokens - 1) / (self.total - self.ttft) if self.total > self.ttft else float("nan")
 
 
 def eos_token_ids(model: Path) -> list[int]:

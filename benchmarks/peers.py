@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -129,16 +130,16 @@ class PeerServer:
         self.stop()
 
 
-def mlx_lm_server(model: Path, concurrency: int, preload: str | None) -> PeerServer:
-    """mlx_lm.server with its batching on: the peer users would otherwise run."""
+def mlx_lm_server(model: Path, concurrency: int, preload: str | None, extra: Sequence[str] = ()) -> PeerServer:
+    """mlx_lm.server with its batching on: the peer users would otherwise run (``extra``: more flags)."""
     port = free_port()
     return PeerServer("mlx_lm.server", [
         sys.executable, "-m", "mlx_lm", "server", "--model", str(model), "--host", "127.0.0.1",
         "--port", str(port), "--decode-concurrency", str(concurrency), "--prompt-concurrency", "8",
-        "--log-level", "WARNING"], port, str(model), preload)
+        "--log-level", "WARNING", *extra], port, str(model), preload)
 
 
-def vllm_mlx_server(model: Path, concurrency: int, preload: str | None) -> PeerServer:
+def vllm_mlx_server(model: Path, concurrency: int, preload: str | None, extra: Sequence[str] = ()) -> PeerServer:
     """``vllm-mlx serve --continuous-batching`` from its own venv.
 
     Its own HOME: vllm-mlx saves its prefix cache under ~/.cache/vllm-mlx at
@@ -149,7 +150,7 @@ def vllm_mlx_server(model: Path, concurrency: int, preload: str | None) -> PeerS
     return PeerServer("vllm-mlx", [
         str(vllm_mlx_venv() / "bin" / "vllm-mlx"), "serve", str(model), "--host", "127.0.0.1",
         "--port", str(port), "--continuous-batching", "--completion-batch-size", str(concurrency),
-        "--offline"], port, str(model), preload, own_home=True)
+        "--offline", *extra], port, str(model), preload, own_home=True)
 
 
 def main() -> int:

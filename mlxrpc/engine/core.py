@@ -573,19 +573,31 @@ def new_batch(model: LoadedModel, settings: EngineSettings, max_num_seqs: int,
 
 
 def warm_up(model: LoadedModel, settings: EngineSettings) -> None:
-    """Runs one short generation so the first request does not pay for setup."""
+    """Runs one short chat request's path at load (the template compiled, a prompt of a
+    request's length prefilled, a few decode steps, the detokenizer), so the first
+    request does not pay for that setup."""
+    from .prompts import tokenize_prompt
     from .vision import vision_inputs
 
     if model.kind is ModelKind.EMBEDDING:  # no generation; its loader ran one forward pass
         return
     batch = new_batch(model, settings, max_num_seqs=1)
+    hello = ChatPrompt([{"role": "user", "content": "Say hello to the new server, in one short sentence."}])
     ids, inputs = [0, 1], None
     if model.kind is ModelKind.VISION:
         ids, _, inputs = vision_inputs(model.processor, model.tokenizer, ChatPrompt(
             [{"role": "user", "content": "hi"}]), [])
+    elif getattr(model.tokenizer, "has_chat_template", False):
+        with contextlib.suppress(EngineError):  # a template that needs more than one user turn
+            ids, _ = tokenize_prompt(model.tokenizer, hello, model.vocab_size)
     greedy = ResolvedSampling(0.0, 1.0, 0, 0.0, None, 0.0, 0.0, {}, 0)
-    batch.insert(ids, max_tokens=2, sampling=greedy, processors=[], stop_token_ids=[],
+    batch.insert(ids, max_tokens=4, sampling=greedy, processors=[], stop_token_ids=[],
                  vocab_size=model.vocab_size, model_inputs=inputs)
+    detokenizer = getattr(model.tokenizer, "detokenizer", None)
     while len(batch):
-        batch.step()
+        for token in batch.step()[1]:
+            if detokenizer is not None:
+                detokenizer.add_token(token.token)
+    if detokenizer is not None:
+        detokenizer.finalize()
     batch.close()
