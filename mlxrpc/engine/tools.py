@@ -257,6 +257,8 @@ class ToolCallExtractor:
         """Calls of a format without a reader, parsed whole: one delta each."""
         out = []
         for body in self._bodies():
+            if self._fmt.end_in_body and self._fmt.end:
+                body = body.removesuffix(self._fmt.end)  # mlx-lm's parsers take the call without it
             try:
                 parsed = self._fmt.parser(body, self._tools)
             except Exception as exc:  # model output: anything can come back
