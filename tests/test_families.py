@@ -1,7 +1,7 @@
 """Every surface on every family of the zoo: tiny random models that carry the
 real tokenizers and chat templates of Qwen3, Qwen3-Coder, Qwen3.5, Llama 3.1, Hermes 3, the
-DeepSeek-R1 distills and Phi-3.5 (tests/zoo), served and called over REST as
-users do. What each family can do follows its own template (FORMATS)."""
+DeepSeek-R1 distills, Phi-3.5, GLM-4.7 and Granite 4.0 (tests/zoo; the last two on stand-in
+vocabularies), served and called over REST as users do. What each family can do follows its own template (FORMATS)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from .conftest import Stack, start_stack, stop_stack
 
 # (The Mistral families are in tests/test_tool_matrix.py: one more stack of Tekken-sized
 # models here would not start within the fixture's time on a small CPU.)
-FAMILIES = ["qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "deepseek-r1-qwen", "phi3.5"]
+FAMILIES = ["qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "deepseek-r1-qwen", "phi3.5",
+            "glm-4.7", "granite-4"]
 # Families whose template writes tool calls (DeepSeek-R1's ignores `tools`; Phi-3.5's drops them).
-TOOLS = {"qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3"}
+TOOLS = {"qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "glm-4.7", "granite-4"}
 # Thinking models, and whether the template leaves the block open (the model then starts in it).
-THINKING = {"qwen3": False, "qwen3-coder": False, "qwen3.5": True, "deepseek-r1-qwen": True}
+THINKING = {"qwen3": False, "qwen3-coder": False, "qwen3.5": True, "deepseek-r1-qwen": True, "glm-4.7": True}
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 HELLO = [{"role": "user", "content": "What is the weather in Paris today?"}]
 WEATHER = {"type": "function", "function": {
@@ -125,7 +126,9 @@ def test_tool_results_go_back_through_the_template(zoo: openai.OpenAI, family: s
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_developer_role_reaches_every_template(zoo: openai.OpenAI, family: str) -> None:
-    reply = _chat(zoo, family, messages=[{"role": "developer", "content": "Answer in French."}, *HELLO],
+    # Longer than the default system message a template writes when none is given (Granite 4.0's).
+    developer = "Answer in French, in one short sentence that names the city, the sky and the temperature in C."
+    reply = _chat(zoo, family, messages=[{"role": "developer", "content": developer}, *HELLO],
                   max_tokens=2)
     assert reply.usage.prompt_tokens > _chat(zoo, family, max_tokens=2).usage.prompt_tokens
 

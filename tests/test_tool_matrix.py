@@ -71,10 +71,14 @@ NATIVE = {
                               '</parameter>\n<parameter name="days">2</parameter>\n</invoke>\n</minimax:tool_call>'),
     "qwen3.5": ("xml parameters", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                                   "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
+    "glm-4.7": ("glm", "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>"
+                       "<arg_key>days</arg_key><arg_value>2</arg_value></tool_call>"),
+    "granite-4": ("json in tags", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n'
+                                  "</tool_call>"),
 }
 FAMILIES = list(NATIVE)
-THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning"}
-OPENS_THINKING = {"qwen3.5", "qwq", "minimax-m2"}
+THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning", "glm-4.7"}
+OPENS_THINKING = {"qwen3.5", "qwq", "minimax-m2", "glm-4.7"}
 # Its template opens the block even with thinking off: the random model is made to close it.
 ALWAYS_THINKS = {"minimax-m2"}  # its generation prompt opens the block
 NO_THINKING = {"enable_thinking": False}
@@ -182,7 +186,8 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
               "deepseek": f"<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>{call.name}"
                           "<\uff5ctool\u2581sep\uff5c>{",
               "harmony": f"<|channel|>commentary to=functions.{call.name} <|constrain|>json<|message|>{{",
-              "xml parameters": f"<tool_call>\n<function={call.name}>\n"}[kind]
+              "xml parameters": f"<tool_call>\n<function={call.name}>\n",
+              "glm": f"<tool_call>{call.name}<arg_key>"}[kind]
     if family in ALWAYS_THINKS:
         raw = raw.split("</think>", 1)[-1]  # the (empty) block its template opened
     assert raw.lstrip().startswith(opener) or kind == "harmony" and "<|channel|>analysis" in raw, raw
@@ -304,6 +309,9 @@ def test_tool_results_go_back_in_the_templates_shape(stack: Stack, family: str) 
     elif kind == "minimax":
         assert '<invoke name="get_weather">' in text and '<parameter name="city">Paris</parameter>' in text
         assert "sunny, 21 C" in text
+    elif kind == "glm":
+        assert "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>" in text
+        assert "<|observation|><tool_response>sunny, 21 C</tool_response>" in text
     elif kind == "mistral":
         assert '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 2}' in text
         assert "[TOOL_RESULTS]sunny, 21 C[/TOOL_RESULTS]" in text

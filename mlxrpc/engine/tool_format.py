@@ -36,5 +36,7 @@ class ToolFormat:
     # Header formats (tool_header): the markers' ids the grammar names, and how it writes a name.
     tokens: dict[str, int] = field(default_factory=dict)
     name_format: str = "{name}"
+    # The reader sees the end marker (GLM: no close inside the call tells it the call ended).
+    end_in_body: bool = False
     # Harmony (gpt-oss): its markers' ids; calls are read by harmony.HarmonyReader.
     harmony: dict[str, int] | None = None

@@ -31,7 +31,15 @@ from .tool_header import (
     read_mistral_call,
 )
 from .tool_json import json_call_grammar, read_json_call, split_json_objects
-from .tool_xml import minimax_call_grammar, read_minimax_call, read_xml_call, xml_call_grammar
+from .tool_xml import (
+    GLM_TAGS,
+    glm_call_grammar,
+    minimax_call_grammar,
+    read_glm_call,
+    read_minimax_call,
+    read_xml_call,
+    xml_call_grammar,
+)
 from .types import ToolCall, ToolCallDelta
 
 log = logging.getLogger(__name__)
@@ -133,6 +141,11 @@ def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
         return {"grammar": xml_call_grammar, "reader": read_xml_call}
     if parser_module == "minimax_m2":
         return {"grammar": minimax_call_grammar, "reader": read_minimax_call}
+    if parser_module == "glm47" and tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        tags = {tag: vocab[tag] for tag in GLM_TAGS if tag in vocab}
+        return {"grammar": glm_call_grammar, "reader": read_glm_call, "tokens": tags,
+                "extra_tokens": tuple(tags.values()), "end_in_body": True}
     return {}
 
 
@@ -244,6 +257,8 @@ class ToolCallExtractor:
         """Calls of a format without a reader, parsed whole: one delta each."""
         out = []
         for body in self._bodies():
+            if self._fmt.end_in_body and self._fmt.end:
+                body = body.removesuffix(self._fmt.end)  # mlx-lm's parsers take the call without it
             try:
                 parsed = self._fmt.parser(body, self._tools)
             except Exception as exc:  # model output: anything can come back
@@ -265,7 +280,11 @@ class ToolCallExtractor:
             body = captured.strip().removeprefix(LLAMA_PYTHON_TAG)
             return split_json_objects(body) if self._fmt.reader is not None else [body]
         end = self._fmt.end
-        return [segment.split(end, 1)[0] if end else segment for segment in captured.split(self._fmt.start)[1:]]
+        if not end:
+            return captured.split(self._fmt.start)[1:]
+        keep = end if self._fmt.end_in_body else ""
+        return [body + (keep if closed else "") for body, closed, _ in
+                (segment.partition(end) for segment in captured.split(self._fmt.start)[1:])]
 
 
 def _to_call(call: Any) -> ToolCall | None:

@@ -180,7 +180,24 @@ DEEPSEEK_V31_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, s
 MINIMAX_M2_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, special) in enumerate([
     ("]~!b[", True), ("]~b]", True), ("[e~[", True), ("<minimax:tool_call>", False),
     ("</minimax:tool_call>", False), ("<think>", False), ("</think>", False)])}
+# GLM-4.5/4.6/4.7: turn markers (control) and tags (plain added tokens; flags not checked).
+GLM47_ADDED = {_STANDIN + i: Added(name, special=special) for i, (name, special) in enumerate([
+    ("<|endoftext|>", True), ("[MASK]", True), ("[gMASK]", True), ("[sMASK]", True), ("<sop>", True),
+    ("<eop>", True), ("<|system|>", True), ("<|user|>", True), ("<|assistant|>", True),
+    ("<|observation|>", True), ("<think>", False), ("</think>", False), ("<tool_call>", False),
+    ("</tool_call>", False), ("<tool_response>", False), ("</tool_response>", False),
+    ("<arg_key>", False), ("</arg_key>", False), ("<arg_value>", False), ("</arg_value>", False)])}
 _STANDIN_CONFIG = {"rope_theta": 1000000.0, "max_position_embeddings": 131072}
+
+
+# Granite 4.0: its control tokens (special) and tool tags (plain added tokens), at ids
+# after Llama 3's 128000 BPE tokens (the stand-in for its 100k cl100k-style vocabulary).
+_GRANITE_BASE = 128000
+GRANITE4_ADDED = {_GRANITE_BASE + i: Added(name, special=special) for i, (name, special) in enumerate([
+    ("<|pad|>", True), ("<|end_of_text|>", True), ("<|fim_prefix|>", True), ("<|fim_middle|>", True),
+    ("<|fim_suffix|>", True), ("<|fim_pad|>", True), ("<|filename|>", True), ("<|reponame|>", True),
+    ("<|start_of_role|>", True), ("<|end_of_role|>", True), ("<|tool_call|>", True),
+    ("<tool_call>", False), ("</tool_call>", False), ("<tool_response>", False), ("</tool_response>", False)])}
 
 
 # Tekken's 1000 control-token slots (tests/zoo/tekken.py names the known ones).
@@ -403,6 +420,46 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
               "architecture qwen3 stands in for minimax. The generation prompt opens "
               "<think>\\n. Calls: <minimax:tool_call>\\n<invoke name=\"NAME\">\\n"
               "<parameter name=\"KEY\">VALUE</parameter>\\n</invoke>\\n</minimax:tool_call>.",
+    ),
+    Family(
+        name="glm-4.7", vocab="qwen2", template="GLM-4.7-Flash.jinja", architecture="qwen3",
+        added=GLM47_ADDED, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        eos_token_ids=[_STANDIN, _STANDIN + 7, _STANDIN + 9], add_bos=False,
+        expect=Expect("glm47", ("<think>", "</think>")),
+        config={**_STANDIN_CONFIG, "eos_token_id": [_STANDIN, _STANDIN + 7, _STANDIN + 9]},
+        notes="Stand-in: Qwen2's BPE for GLM's vocabulary, GLM's 20 added tokens after it (not "
+              "at GLM's ids 151329+); the turn markers [gMASK] <sop> <|system|> <|user|> "
+              "<|assistant|> <|observation|> are control tokens, the thinking, tool and "
+              "<arg_key>/<arg_value> tags plain added tokens (flags not checked against the "
+              "checkpoint). EOS: <|endoftext|>, <|user|>, <|observation|> (GLM's "
+              "generation_config). Architecture qwen3 stands in for glm4_moe. The template "
+              "writes [gMASK]<sop> itself; the generation prompt opens <think> (thinking on by "
+              "default), enable_thinking=false writes </think>. Calls: <tool_call>NAME"
+              "<arg_key>KEY</arg_key><arg_value>VALUE</arg_value>…</tool_call>, string values "
+              "bare, others JSON; results are <|observation|><tool_response>…</tool_response>.",
+    ),
+    Family(
+        name="granite-4", vocab="llama-bpe", template="ibm-granite-granite-4.0.jinja",
+        architecture="granite", added=GRANITE4_ADDED, bos_token="<|end_of_text|>",
+        eos_token="<|end_of_text|>", pad_token="<|pad|>", eos_token_ids=[_GRANITE_BASE + 1],
+        add_bos=False, expect=Expect("json_tools", None),
+        config={"rope_theta": 10000000.0, "max_position_embeddings": 131072, "logits_scaling": 1.0,
+                "attention_multiplier": 0.25, "embedding_multiplier": 1.0, "residual_multiplier": 1.0,
+                "attention_bias": False, "mlp_bias": False,
+                "bos_token_id": _GRANITE_BASE + 1, "eos_token_id": _GRANITE_BASE + 1,
+                "pad_token_id": _GRANITE_BASE},
+        notes="Stand-in: Llama 3's byte-level BPE (llama-bpe), whose first 100k tokens and split "
+              "regex are cl100k's, the base Granite 4.0's 100k vocabulary comes from (gpt-2, "
+              "refact and starcoder are older 50k vocabularies: StarCoder's is Granite 3's); "
+              "Granite's control tokens (<|end_of_text|>, <|start_of_role|>, <|end_of_role|>, "
+              "<|tool_call|>, FIM, pad) after it at 128000+, not at Granite's ids. <tool_call>, "
+              "</tool_call>, <tool_response>, </tool_response> as plain added tokens: whether "
+              "the real tokenizer has them, and its flags, are not checked. mlx-lm's granite "
+              "architecture (multipliers neutral) stands in for granitemoehybrid. Turns: "
+              "<|start_of_role|>ROLE<|end_of_role|>…<|end_of_text|>, a default system message "
+              "when none is given; calls are <tool_call>\\n{\"name\", \"arguments\"}\\n"
+              "</tool_call> JSON; results go back as a user turn of <tool_response> blocks. "
+              "No thinking.",
     ),
     Family(
         name="devstral", vocab="tekken", template="unsloth-mistral-Devstral-Small-2507.jinja",
