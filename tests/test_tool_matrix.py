@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from mlxrpc.engine.harmony import HarmonyReader, harmony_tokens
+from mlxrpc.engine.prompts import render_chat
 from mlxrpc.engine.reasoning import reasoning_format
 from mlxrpc.engine.tools import ToolCallExtractor, tool_format
 from mlxrpc.engine.types import (
@@ -71,6 +72,7 @@ NATIVE = {
                               '</parameter>\n<parameter name="days">2</parameter>\n</invoke>\n</minimax:tool_call>'),
     "qwen3.5": ("xml parameters", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
                                   "<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>"),
+    "gemma-4": ("gemma", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:2}<tool_call|>'),
 }
 FAMILIES = list(NATIVE)
 THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning"}
@@ -182,7 +184,8 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
               "deepseek": f"<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>{call.name}"
                           "<\uff5ctool\u2581sep\uff5c>{",
               "harmony": f"<|channel|>commentary to=functions.{call.name} <|constrain|>json<|message|>{{",
-              "xml parameters": f"<tool_call>\n<function={call.name}>\n"}[kind]
+              "xml parameters": f"<tool_call>\n<function={call.name}>\n",
+              "gemma": f"<|tool_call>call:{call.name}{{"}[kind]
     if family in ALWAYS_THINKS:
         raw = raw.split("</think>", 1)[-1]  # the (empty) block its template opened
     assert raw.lstrip().startswith(opener) or kind == "harmony" and "<|channel|>analysis" in raw, raw
@@ -313,6 +316,11 @@ def test_tool_results_go_back_in_the_templates_shape(stack: Stack, family: str) 
         assert "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>" in text
     elif kind == "json in tags":
         assert '"name": "get_weather"' in text and "<tool_response>" in text
+    elif kind == "gemma":
+        assert native in text
+        served = render_chat(tokenizer, ChatPrompt(messages=history, tools=[WEATHER]))
+        assert (native + '<|tool_response>response:get_weather{value:<|"|>sunny, 21 C<|"|>}'
+                "<tool_response|>") in served and "<|turn>tool" not in served
     else:
         assert '"parameters": {"city": "Paris", "days": 2}' in text and "ipython" in text
 

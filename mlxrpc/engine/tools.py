@@ -20,6 +20,7 @@ from .harmony import call_grammar, harmony_tokens
 from .prompts import template_source
 from .stopping import StopStringMatcher
 from .tool_format import ToolFormat
+from .tool_gemma import gemma_native
 from .tool_header import (
     ARGS,
     CALL_ID,
@@ -133,6 +134,8 @@ def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
         return {"grammar": xml_call_grammar, "reader": read_xml_call}
     if parser_module == "minimax_m2":
         return {"grammar": minimax_call_grammar, "reader": read_minimax_call}
+    if parser_module == "gemma4":
+        return gemma_native(tokenizer)
     return {}
 
 

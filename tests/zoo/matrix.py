@@ -33,6 +33,10 @@ MATRIX: dict[str, tuple[str, str, list[str]]] = {
                 [_OK, _OK, _OK, _OK, _OK, "analysis channel", "low/medium/high", _OK]),
     "minimax-m2": ("Qwen2 BPE + MiniMax tokens (stand-in)", "`<minimax:tool_call><invoke name=…>` XML, typed by schema",
                    [_OK, _OK, _OK, _OK, _OK, "`<think>` (prompt opens it)", "on/off", _OK]),
+    "gemma-4": ("real vocab + template (gemma3_text stand-in)",
+                "`<|tool_call>call:NAME{key:<|\"|>…<|\"|>}`, typed by schema",
+                [_OK, _OK, _OK, _OK, "yes (`tool_responses` in the calling turn)", "`<|channel>thought`", "on/off",
+                 _OK]),
     "devstral": ("Tekken (mistral-common) + template", "`[TOOL_CALLS]NAME[ARGS]{…}`",
                  [_OK, _OK, _OK, _OK, _OK, "-", "400 (no setting)", "-"]),
     "ministral3-reasoning": ("Tekken + template", "`[TOOL_CALLS]NAME[ARGS]{…}`",
@@ -55,7 +59,6 @@ MATRIX: dict[str, tuple[str, str, list[str]]] = {
 NOT_BUILT = {
     "glm-4.7": "calls `<tool_call>NAME<arg_key>…</arg_key><arg_value>…`: mlx-lm's glm47 parser would read "
                "them whole; no zoo model, reader or grammar yet",
-    "gemma-4": "llama.cpp ships ggml-vocab-gemma-4.gguf (SentencePiece-like, not yet converted by the zoo)",
     "granite-4": "no zoo model yet",
 }
 
