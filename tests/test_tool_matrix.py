@@ -75,7 +75,7 @@ NATIVE = {
     "gemma-4": ("gemma", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:2}<tool_call|>'),
 }
 FAMILIES = list(NATIVE)
-THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning"}
+THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning", "gemma-4"}
 OPENS_THINKING = {"qwen3.5", "qwq", "minimax-m2"}
 # Its template opens the block even with thinking off: the random model is made to close it.
 ALWAYS_THINKS = {"minimax-m2"}  # its generation prompt opens the block
@@ -197,7 +197,7 @@ def test_forced_calls_hold_with_thinking_on(stack: Stack, family: str) -> None:
     model = stack.engine.registry.get(family)
     fmt = reasoning_format(model.tokenizer)
     assert fmt is not None
-    (start,), (end,) = fmt.start_tokens, fmt.end_tokens
+    start, end = fmt.start_tokens[0], fmt.end_tokens[-1]  # Gemma 4 opens with two tokens
     # Answering at once, or thinking (here: an empty block); a template that opens the block
     # leaves only the second (the bias makes the random model close it).
     for bias in [{end: 30.0}] if family in OPENS_THINKING else [{}, {start: 30.0, end: 30.0}]:
@@ -391,7 +391,7 @@ def test_json_schema_answers_after_reasoning(stack: Stack, family: str) -> None:
     model = stack.engine.registry.get(family)
     fmt = reasoning_format(model.tokenizer)
     assert fmt is not None
-    (start,), (end,) = fmt.start_tokens, fmt.end_tokens
+    start, end = fmt.start_tokens[0], fmt.end_tokens[-1]  # Gemma 4 opens with two tokens
     schema = {"type": "object", "properties": {"sunny": {"type": "boolean"}}, "required": ["sunny"],
               "additionalProperties": False}
     bias = {end: 30.0} if family in OPENS_THINKING else {start: 30.0, end: 30.0}

@@ -178,8 +178,12 @@ class _Grammar:
 
     def __init__(self, quote: str) -> None:
         self.quote = quote
+        # Text up to the closing quote, never '<|' (the quote's text spelled out would read
+        # as the quote). When the quote is no token, a '<' would start it: a greedy lexeme
+        # must not run on into it, so strings then hold no '<' at all.
+        text = "/(?s:([^<]|<+[^|<])*<*)/" if quote.startswith("<[") else "/[^<]*/"
         self.rules: list[str] = [
-            f"g_string: {quote} /(?s:([^<]|<[^|])*)/ {quote}",
+            f"g_string: {quote} {text} {quote}",
             'g_key: /[A-Za-z_][A-Za-z0-9_]*/',
             'g_value: g_string | g_number | "true" | "false" | g_object | g_array',
             r'g_number: /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/',
