@@ -1,6 +1,6 @@
 """Every surface on every family of the zoo: tiny random models that carry the
 real tokenizers and chat templates of Qwen3, Qwen3-Coder, Qwen3.5, Llama 3.1, Hermes 3, the
-DeepSeek-R1 distills, Phi-3.5, GLM-4.7 and Granite 4.0 (tests/zoo; the last two on stand-in
+DeepSeek-R1 distills, Phi-3.5, Gemma 4, GLM-4.7 and Granite 4.0 (tests/zoo; the last two on stand-in
 vocabularies), served and called over REST as users do. What each family can do follows its own template (FORMATS)."""
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from .conftest import Stack, start_stack, stop_stack
 # (The Mistral families are in tests/test_tool_matrix.py: one more stack of Tekken-sized
 # models here would not start within the fixture's time on a small CPU.)
 FAMILIES = ["qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "deepseek-r1-qwen", "phi3.5",
-            "glm-4.7", "granite-4"]
+            "glm-4.7", "granite-4", "gemma-4"]
 # Families whose template writes tool calls (DeepSeek-R1's ignores `tools`; Phi-3.5's drops them).
-TOOLS = {"qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "glm-4.7", "granite-4"}
+TOOLS = {"qwen3", "qwen3-coder", "qwen3.5", "gpt-oss", "llama3.1", "hermes3", "glm-4.7", "granite-4", "gemma-4"}
 # Thinking models, and whether the template leaves the block open (the model then starts in it).
-THINKING = {"qwen3": False, "qwen3-coder": False, "qwen3.5": True, "deepseek-r1-qwen": True, "glm-4.7": True}
+THINKING = {"qwen3": False, "qwen3-coder": False, "qwen3.5": True, "deepseek-r1-qwen": True, "glm-4.7": True,
+            "gemma-4": False}
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 HELLO = [{"role": "user", "content": "What is the weather in Paris today?"}]
 WEATHER = {"type": "function", "function": {
@@ -174,7 +175,7 @@ def test_reasoning_effort_follows_the_template(zoo: openai.OpenAI, family: str) 
         assert refused.value.body["param"] == "reasoning_effort"
 
 
-@pytest.mark.parametrize("family", ["qwen3", "llama3.1", "phi3.5"])
+@pytest.mark.parametrize("family", ["qwen3", "llama3.1", "phi3.5", "gemma-4"])
 def test_a_character_split_over_byte_tokens_is_held_back_until_whole(zoo_stack: Stack, family: str) -> None:
     """'€' as three byte tokens (byte-level BPE, or SentencePiece byte fallback) streams as
     nothing, nothing, '€': never a replacement character; and logprobs carry each byte."""
@@ -182,7 +183,7 @@ def test_a_character_split_over_byte_tokens_is_held_back_until_whole(zoo_stack: 
 
     model = zoo_stack.engine.registry.get(family)
     hf = model.tokenizer._tokenizer
-    if family == "phi3.5":
+    if family in ("phi3.5", "gemma-4"):
         ids = [hf.convert_tokens_to_ids(f"<0x{b:02X}>") for b in "€".encode()]
     else:
         as_char = {b: c for c, b in _byte_level_decoder().items()}

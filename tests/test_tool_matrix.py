@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from mlxrpc.engine.harmony import HarmonyReader, harmony_tokens
+from mlxrpc.engine.prompts import render_chat
 from mlxrpc.engine.reasoning import reasoning_format
 from mlxrpc.engine.tools import ToolCallExtractor, tool_format
 from mlxrpc.engine.types import (
@@ -75,9 +76,10 @@ NATIVE = {
                        "<arg_key>days</arg_key><arg_value>2</arg_value></tool_call>"),
     "granite-4": ("json in tags", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n'
                                   "</tool_call>"),
+    "gemma-4": ("gemma", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:2}<tool_call|>'),
 }
 FAMILIES = list(NATIVE)
-THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning", "glm-4.7"}
+THINKING = {"qwen3", "qwen3-coder", "qwen3.5", "qwq", "minimax-m2", "ministral3-reasoning", "glm-4.7", "gemma-4"}
 OPENS_THINKING = {"qwen3.5", "qwq", "minimax-m2", "glm-4.7"}
 # Its template opens the block even with thinking off: the random model is made to close it.
 ALWAYS_THINKS = {"minimax-m2"}  # its generation prompt opens the block
@@ -187,7 +189,8 @@ def test_forced_calls_are_written_natively_and_stream(stack: Stack, family: str,
                           "<\uff5ctool\u2581sep\uff5c>{",
               "harmony": f"<|channel|>commentary to=functions.{call.name} <|constrain|>json<|message|>{{",
               "xml parameters": f"<tool_call>\n<function={call.name}>\n",
-              "glm": f"<tool_call>{call.name}<arg_key>"}[kind]
+              "glm": f"<tool_call>{call.name}<arg_key>",
+              "gemma": f"<|tool_call>call:{call.name}{{"}[kind]
     if family in ALWAYS_THINKS:
         raw = raw.split("</think>", 1)[-1]  # the (empty) block its template opened
     assert raw.lstrip().startswith(opener) or kind == "harmony" and "<|channel|>analysis" in raw, raw
@@ -199,7 +202,7 @@ def test_forced_calls_hold_with_thinking_on(stack: Stack, family: str) -> None:
     model = stack.engine.registry.get(family)
     fmt = reasoning_format(model.tokenizer)
     assert fmt is not None
-    (start,), (end,) = fmt.start_tokens, fmt.end_tokens
+    start, end = fmt.start_tokens[0], fmt.end_tokens[-1]  # Gemma 4 opens with two tokens
     # Answering at once, or thinking (here: an empty block); a template that opens the block
     # leaves only the second (the bias makes the random model close it).
     for bias in [{end: 30.0}] if family in OPENS_THINKING else [{}, {start: 30.0, end: 30.0}]:
@@ -321,6 +324,11 @@ def test_tool_results_go_back_in_the_templates_shape(stack: Stack, family: str) 
         assert "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>" in text
     elif kind == "json in tags":
         assert '"name": "get_weather"' in text and "<tool_response>" in text
+    elif kind == "gemma":
+        assert native in text
+        served = render_chat(tokenizer, ChatPrompt(messages=history, tools=[WEATHER]))
+        assert (native + '<|tool_response>response:get_weather{value:<|"|>sunny, 21 C<|"|>}'
+                "<tool_response|>") in served and "<|turn>tool" not in served
     else:
         assert '"parameters": {"city": "Paris", "days": 2}' in text and "ipython" in text
 
@@ -345,8 +353,10 @@ def test_harmony_json_answer_follows_optional_analysis(stack: Stack) -> None:
     """A response format is the final channel's content, after an optional analysis message."""
     schema = {"type": "object", "properties": {"sunny": {"type": "boolean"}}, "required": ["sunny"],
               "additionalProperties": False}
+    # A random model may write analysis until max_tokens: a bias on <|end|> closes it.
+    end = harmony_tokens(stack.engine.registry.get("gpt-oss").tokenizer)["<|end|>"]
     chunks = _generate(stack, "gpt-oss", tools=[], response_format=ResponseFormat(json_schema=schema),
-                       max_tokens=40)
+                       max_tokens=40, logit_bias={end: 30.0})
     finish = chunks[-1].finish
     assert finish is not None and finish.reason is StopReason.EOS
     assert json.loads(_text(chunks)) in ({"sunny": True}, {"sunny": False})
@@ -391,7 +401,7 @@ def test_json_schema_answers_after_reasoning(stack: Stack, family: str) -> None:
     model = stack.engine.registry.get(family)
     fmt = reasoning_format(model.tokenizer)
     assert fmt is not None
-    (start,), (end,) = fmt.start_tokens, fmt.end_tokens
+    start, end = fmt.start_tokens[0], fmt.end_tokens[-1]  # Gemma 4 opens with two tokens
     schema = {"type": "object", "properties": {"sunny": {"type": "boolean"}}, "required": ["sunny"],
               "additionalProperties": False}
     bias = {end: 30.0} if family in OPENS_THINKING else {start: 30.0, end: 30.0}

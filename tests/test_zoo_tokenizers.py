@@ -52,7 +52,7 @@ def assert_tekken_cases(tok) -> None:
     assert not wrong, f"{len(wrong)} of {len(texts)} differ, first: {wrong[0]!r}"
 
 
-@pytest.mark.parametrize("vocab", ["qwen2", "qwen35", "llama-bpe", "phi-3", "llama-spm"])
+@pytest.mark.parametrize("vocab", ["qwen2", "qwen35", "llama-bpe", "phi-3", "llama-spm", "gemma-4"])
 def test_converted_vocab_reproduces_llama_cpp_ids(vocab: str) -> None:
     converted = gguf_tokenizer.build_tokenizer(gguf_tokenizer.read_vocab(vocab_path(vocab)))
     assert_cases(converted, vocab)

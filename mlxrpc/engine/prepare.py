@@ -110,4 +110,4 @@ def _think(fmt: ReasoningFormat, inside: bool) -> Think:
     def single(tokens: tuple[int, ...]) -> int | None:
         return tokens[0] if len(tokens) == 1 else None
 
-    return Think(fmt.start, single(fmt.start_tokens), fmt.end, single(fmt.end_tokens), inside)
+    return Think(fmt.start, single(fmt.start_tokens), fmt.end, single(fmt.end_tokens), inside, fmt.start_tokens)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import invalid
+from .tool_gemma import fold_tool_results
 from .types import ChatPrompt, Prompt, TextPrompt, TokenPrompt
 
 EFFORTS = ("none", "minimal", "low", "medium", "high")
@@ -24,6 +25,8 @@ def render_chat(tokenizer: Any, prompt: ChatPrompt) -> str:
     if "developer" not in template:
         # OpenAI's newer name for the system role, which most templates do not know.
         messages = [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]
+    if "tool_responses" in template:  # Gemma 4: results belong to the calling turn
+        messages = fold_tool_results(messages)
     kwargs = {**_effort_kwargs(tokenizer, template, prompt.reasoning_effort), **prompt.template_kwargs}
     try:
         return tokenizer.apply_chat_template(

@@ -81,6 +81,9 @@ class Think:
     end: str
     end_token: int | None
     inside: bool
+    # A start marker of several tokens (Gemma 4's ``<|channel>`` + ``thought``): the
+    # grammar names each, or a model could spell the marker's text in plain tokens.
+    start_tokens: tuple[int, ...] = ()
 
 
 def with_thinking(grammar: str, think: Think | None) -> str:
@@ -91,7 +94,12 @@ def with_thinking(grammar: str, think: Think | None) -> str:
         rules = [f"think: /(?s:.*)/ <[{think.end_token}]>"]
     else:
         rules = ["think: think_text", f"think_text[stop={json.dumps(think.end)}]: /(?s:.*)/"]
-    opening = f"<[{think.start_token}]>" if think.start_token is not None else json.dumps(think.start)
+    if think.start_token is not None:
+        opening = f"<[{think.start_token}]>"
+    elif think.start_tokens:
+        opening = " ".join(f"<[{t}]>" for t in think.start_tokens)
+    else:
+        opening = json.dumps(think.start)
     block = "think /\\n{0,2}/" if think.inside else f"({opening} think /\\n{{0,2}}/)?"
     return nested("\n".join([f"start: {block} @answer", *rules]), grammar)
 

@@ -20,6 +20,7 @@ from .harmony import call_grammar, harmony_tokens
 from .prompts import template_source
 from .stopping import StopStringMatcher
 from .tool_format import ToolFormat
+from .tool_gemma import gemma_native
 from .tool_header import (
     ARGS,
     CALL_ID,
@@ -146,6 +147,8 @@ def _native(parser_module: str, tokenizer: Any = None) -> dict[str, Any]:
         tags = {tag: vocab[tag] for tag in GLM_TAGS if tag in vocab}
         return {"grammar": glm_call_grammar, "reader": read_glm_call, "tokens": tags,
                 "extra_tokens": tuple(tags.values()), "end_in_body": True}
+    if parser_module == "gemma4":
+        return gemma_native(tokenizer)
     return {}
 
 

@@ -6,20 +6,8 @@ vocab files come from an older sibling: ``qwen2`` is Qwen1.5's, ``llama-bpe``
 is Llama 3's), so that a test model behaves like the real checkpoint in
 everything but its weights.
 
-What mlx-lm 0.32's ``TokenizerWrapper`` reports for each built model (checked
-by tests/test_zoo_tokenizers.py, ``Family.expect``):
-
-=================  ================  ====================  =============  ======================
-family             has_tool_calling  tool_parser           has_thinking   think start/end
-=================  ================  ====================  =============  ======================
-qwen3              yes               json_tools            yes            <think> / </think>
-llama3.1           no                (none)                no             -
-hermes3            no (see below)    (none)                no             -
-deepseek-r1-qwen   no                (none)                yes            <think> / </think>
-phi3.5             no                (none)                no             -
-=================  ================  ====================  =============  ======================
-
-(``json_tools``: ``<tool_call>`` … ``</tool_call>`` around ``{"name", "arguments"}``.)
+What mlx-lm's ``TokenizerWrapper`` reports for each built model (tool parser,
+thinking markers) is each family's ``expect``, checked by tests/test_zoo_tokenizers.py.
 
 Hermes 3 has *named* templates ("default" ChatML and "tool_use"); transformers then
 exposes ``chat_template`` as a dict, and mlx-lm infers tool parsers only from a
@@ -205,6 +193,19 @@ TEKKEN_ADDED = {i: Added(SPECIALS.get(i, f"<SPECIAL_{i}>")) for i in range(1000)
 
 _MISTRAL_CONFIG = {"rope_theta": 1000000000.0, "max_position_embeddings": 131072,
                    "bos_token_id": 1, "eos_token_id": 2}
+
+
+# Gemma 4: the vocab file's own control (special) and user-defined (not special)
+# tokens, at their real ids: the turn, tool and thinking markers the template
+# writes are among them (<|tool_call>, <|"|>, <|channel> are user-defined).
+GEMMA4_ADDED = {i: Added(name, special=special) for i, (name, special) in {
+    0: ("<pad>", True), 1: ("<eos>", True), 2: ("<bos>", True), 3: ("<unk>", True), 4: ("<mask>", True),
+    46: ("<|tool>", True), 47: ("<tool|>", True), 48: ("<|tool_call>", False), 49: ("<tool_call|>", False),
+    50: ("<|tool_response>", False), 51: ("<tool_response|>", False), 52: ('<|"|>', False),
+    98: ("<|think|>", True), 100: ("<|channel>", False), 101: ("<channel|>", False),
+    105: ("<|turn>", True), 106: ("<turn|>", True), 255999: ("<|image>", True), 256000: ("<|audio>", True),
+    258880: ("<|image|>", True), 258881: ("<|audio|>", True), 258882: ("<image|>", True),
+    258883: ("<audio|>", True), 258884: ("<|video|>", True)}.items()}
 
 
 # Hermes' "default" template (plain ChatML); llama.cpp ships only its "tool_use" one.
@@ -481,6 +482,25 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         notes="Tekken as for devstral, with Ministral 3 Reasoning's template: a default "
               "system prompt asks for [THINK]…[/THINK] first (control tokens mlx-lm does "
               "not look for; the server does); calls are [TOOL_CALLS]NAME[ARGS]{json}.",
+    ),
+    Family(
+        name="gemma-4", vocab="gemma-4", template="google-gemma-4-31B-it.jinja",
+        architecture="gemma3_text", added=GEMMA4_ADDED, bos_token="<bos>", eos_token="<eos>",
+        pad_token="<pad>", unk_token="<unk>", eos_token_ids=[1, 106, 50], add_bos=True,
+        expect=Expect("gemma4", ("<|channel>thought", "<channel|>")),
+        config={"rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "max_position_embeddings": 131072,
+                "query_pre_attn_scalar": 16, "sliding_window": 512, "sliding_window_pattern": 2,
+                "bos_token_id": 2, "eos_token_id": 1},
+        notes="llama.cpp's Gemma 4 vocabulary (262144 tokens, its own BPE merges, byte "
+              "fallback) and Gemma 4 31B's template; architecture gemma3_text stands in for "
+              "gemma4 (EOS ids: <eos>, <turn|> and <|tool_response>, llama.cpp's end-of-"
+              "generation set). Turns are <|turn>ROLE\n…<turn|> (assistant is 'model'; tool "
+              "messages render as a 'tool' turn). Tools are declared in the system turn as "
+              "<|tool>declaration:NAME{…}<tool|>; calls are <|tool_call>call:NAME{key:VALUE,…}"
+              "<tool_call|>, keys sorted and bare, strings between <|\"|> tokens. Thinking: "
+              "enable_thinking puts <|think|> in the system turn and the model writes "
+              "<|channel>thought\n…<channel|>; with it off the generation prompt closes an "
+              "empty block.",
     ),
     Family(
         name="mistral-nemo", vocab="", template="mistralai-Mistral-Nemo-Instruct-2407.jinja",

@@ -2,9 +2,11 @@
 
 transformers' own GGUF loader needs torch, so the conversion is done here: a
 byte-level BPE (``tokenizer.ggml.model == "gpt2"``) with the pre-tokenizer
-regex llama.cpp uses for the file's pre-type, or a SentencePiece-style BPE
-(``"llama"``) with merges rebuilt from the piece scores and byte fallback. The
-result must reproduce llama.cpp's own ``.inp``/``.out`` token ids.
+regex llama.cpp uses for the file's pre-type, a SentencePiece-style BPE
+(``"llama"``) with merges rebuilt from the piece scores and byte fallback, or
+Gemma 4's BPE (``"gemma4"``: the file's own merges over raw UTF-8 with spaces
+as U+2581 and byte fallback). The result must reproduce llama.cpp's own
+``.inp``/``.out`` token ids.
 """
 
 from __future__ import annotations
@@ -143,9 +145,10 @@ def read_vocab(path: Path) -> GGUFVocab:
         merges=meta.get("tokenizer.ggml.merges", []),
         bos_id=meta.get("tokenizer.ggml.bos_token_id"),
         eos_id=meta.get("tokenizer.ggml.eos_token_id"),
-        # llama.cpp's defaults when the key is absent: SPM and llama3 add BOS.
-        add_bos=bool(meta.get("tokenizer.ggml.add_bos_token",
-                              model == "llama" or pre in ("llama-bpe", "llama3"))),
+        # llama.cpp's defaults when the key is absent: SPM and llama3 add BOS
+        # (and Gemma 4 always does).
+        add_bos=model == "gemma4" or bool(meta.get("tokenizer.ggml.add_bos_token",
+                                                   model == "llama" or pre in ("llama-bpe", "llama3"))),
     )
 
 
@@ -180,6 +183,8 @@ def build_tokenizer(vocab: GGUFVocab, added: Mapping[int, Added] | None = None,
         tok = _byte_level_bpe(vocab, size)
     elif vocab.model == "llama":
         tok = _sentencepiece_bpe(vocab, size)
+    elif vocab.model == "gemma4":
+        tok = _gemma4_bpe(vocab, size)
     else:
         raise ValueError(f"unsupported tokenizer model {vocab.model!r}")
     inside = {i: a for i, a in added.items() if i < size}
@@ -252,6 +257,26 @@ def _sentencepiece_bpe(vocab: GGUFVocab, size: int):
     tok.decoder = decoders.Sequence([
         decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
         decoders.Strip(" ", 1, 0)])
+    return tok
+
+
+def _gemma4_bpe(vocab: GGUFVocab, size: int):
+    """llama.cpp's gemma4 pre-type: spaces become U+2581 (no prefix space), lines
+    and runs of newlines are split apart, then the file's merges run on raw
+    UTF-8; a piece outside the vocabulary falls back to ``<0xXX>`` tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    def pair(merge: str) -> tuple[str, str]:
+        cut = merge.find(" ", 1)  # as llama.cpp splits: a piece may start with a space
+        return merge[:cut], merge[cut + 1:]
+
+    model = models.BPE({t: i for i, t in enumerate(vocab.tokens[:size])},
+                       [pair(m) for m in vocab.merges], byte_fallback=True)
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.Replace(" ", SPM_SPACE)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[^\n]+|\n+"), behavior="isolated")
+    tok.decoder = decoders.Sequence([
+        decoders.Replace(SPM_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
     return tok
 
 

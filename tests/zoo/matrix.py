@@ -37,6 +37,10 @@ MATRIX: dict[str, tuple[str, str, list[str]]] = {
                 [_OK, _OK, _OK, _OK, _OK, "`<think>` (prompt opens it)", "on/off", _OK]),
     "granite-4": ("Llama 3 BPE + Granite tokens (stand-in)", "`<tool_call>` JSON",
                   [_OK, _OK, _OK, _OK, _OK, "-", "400 (no setting)", "-"]),
+    "gemma-4": ("real vocab + template (gemma3_text stand-in)",
+                "`<|tool_call>call:NAME{key:<|\"|>…<|\"|>}`, typed by schema",
+                [_OK, _OK, _OK, _OK, "yes (`tool_responses` in the calling turn)", "`<|channel>thought`", "on/off",
+                 _OK]),
     "devstral": ("Tekken (mistral-common) + template", "`[TOOL_CALLS]NAME[ARGS]{…}`",
                  [_OK, _OK, _OK, _OK, _OK, "-", "400 (no setting)", "-"]),
     "ministral3-reasoning": ("Tekken + template", "`[TOOL_CALLS]NAME[ARGS]{…}`",
@@ -55,19 +59,11 @@ MATRIX: dict[str, tuple[str, str, list[str]]] = {
                [_OK, _NO_TOOLS, _NO_TOOLS, "-", "-", "-", "400 (no setting)", "-"]),
 }
 
-# Asked for, not built yet (see the closing note).
-NOT_BUILT = {
-    "gemma-4": "llama.cpp ships ggml-vocab-gemma-4.gguf (SentencePiece-like, not yet converted by the zoo)",
-}
-
-
 def render() -> str:
     head = ["family", "built from", "call format", *COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family, (built, call, cells) in MATRIX.items():
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in [family, built, call, *cells]) + " |")
-    lines.append("")
-    lines += [f"- **{family}**: not built: {why}." for family, why in NOT_BUILT.items()]
     return "\n".join([START, *lines, END])
 
 
