@@ -91,12 +91,12 @@ def conversation(system: str, upto: int) -> list[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--servers", default="mlxrpc,vllm-mlx,mlx_lm.server", help="comma-separated server specs")
-    parser.add_argument("--system-tokens", type=int, default=12000)
+    parser.add_argument("--system-tokens", type=int, default=10000)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--restart-after", type=int, default=0,
                         help="restart every server after this turn (1-8), on its disk tier (servers.disk_tier)")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--blas", default="bundled", help="bundled, auto or a library path (every server)")
+    parser.add_argument("--blas", default="auto", help="auto (system OpenBLAS), bundled or a path; every server")
     args = parser.parse_args()
     specs, skipped = available(args.servers.split(","))
     model = long_model(32768)
@@ -112,16 +112,15 @@ def main() -> None:
           f"tokens/turn{f', restart after turn {args.restart_after}' if args.restart_after else ''}, "
           f"{args.rounds} round(s), medians ({machine()})\n")
     print(describe(specs, library) + "\n")
-    print("| turn | prompt tokens | " + " | ".join(f"{s}: TTFT s | cached | turn s" for s in specs) + " |")
-    print("|---|---|" + "---|---|---|" * len(specs))
+    print("| turn | " + " | ".join(f"{s}: prompt / cached tokens | TTFT s | turn s" for s in specs) + " |")
+    print("|---|" + "---|---|---|" * len(specs))
     for i in range(len(TURNS)):
-        cells = [f"{median([t[i].ttft for t in rows[s]]):.2f} | {cached(rows[s][0][i].cached_tokens)} | "
-                 f"{median([t[i].total for t in rows[s]]):.2f}" for s in specs]
-        prompts = "/".join(str(n) for n in dict.fromkeys(rows[s][0][i].prompt_tokens for s in specs))
-        print(f"| {i + 1}{' (after restart)' if i == args.restart_after > 0 else ''} | {prompts} | "
-              + " | ".join(cells) + " |")
+        cells = [f"{rows[s][0][i].prompt_tokens} / {cached(rows[s][0][i].cached_tokens)} | "
+                 f"{median([t[i].ttft for t in rows[s]]):.2f} | {median([t[i].total for t in rows[s]]):.2f}"
+                 for s in specs]
+        print(f"| {i + 1}{' (after restart)' if i == args.restart_after > 0 else ''} | " + " | ".join(cells) + " |")
     totals = [f"**{median([sum(t.total for t in turns) for turns in rows[s]]):.1f} s**" for s in specs]
-    print("| total | | " + " | ".join(f"| | {t}" for t in totals) + " |")
+    print("| total | " + " | ".join(f" | | {t}" for t in totals) + " |")
     for spec, reason in skipped.items():
         print(f"- {spec} not measured: {reason}")
 
