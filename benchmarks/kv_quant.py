@@ -12,13 +12,16 @@ mlx_lm.server ``--kv-bits`` (with ``--quantized-kv-start 0``, else it
 quantizes only past 5000 tokens; it serves such requests one at a time).
 vllm-mlx has no quantization of the running KV: its ``--kv-cache-quantization``
 quantizes only the entries stored in its prefix cache. Agreement there is on
-the text, against the same server at full precision.
+the text, against the same server at full precision. ``--blas`` applies to
+the servers; the in-process part runs on this process's BLAS (start it with
+``LD_PRELOAD`` set to the same library to match).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 
@@ -97,7 +100,7 @@ def in_process(args: argparse.Namespace) -> None:
     full, full_bytes, full_speed = run(model, KVLayout(), prompts, args.tokens)
     print(f"# quantized KV: {args.streams} streams, prompts {prompts[-1].__len__()}-{args.prompt_tokens} tokens, "
           f"{args.tokens} greedy tokens ({machine()})\n")
-    print("## in-process (mlxrpc's ModelBatch)\n")
+    print(f"## in-process (mlxrpc's ModelBatch), BLAS: {os.environ.get('LD_PRELOAD') or 'bundled with MLX'}\n")
     print("| KV | peak KV bytes | vs full | greedy agreement | streams identical | decode tok/s |")
     print("|---|---|---|---|---|---|")
     print(f"| float32 | {full_bytes} | 100 % | 100 % | {args.streams}/{args.streams} | {full_speed:.0f} |")
