@@ -5,9 +5,10 @@ The shape follows what agent CLIs send (Claude Code, Codex, OpenCode): a
 tools, then turns of user task → assistant tool call → tool result, the
 whole history resent each turn. The content is synthetic (no private data).
 Each turn reports its time to first token, total time and the prompt tokens
-served from cache. With ``--restart-after N`` the server is restarted after
-turn N (use it with ``--prompt-cache-dir``): the next turn shows what the
-disk tier keeps.
+served from cache, for mlxrpc, vllm-mlx and mlx_lm.server on the same model
+and BLAS, over REST SSE (servers.py). With ``--restart-after N`` each server
+is restarted after turn N on its disk tier (servers.disk_tier; mlx_lm.server
+has none): the next turn shows what survives a restart.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import argparse
 import asyncio
 import json
 import tempfile
-import time
+from pathlib import Path
 
-import grpc
 from tokenizers import Tokenizer
 
-from mlxrpc.v1 import inference_pb2 as pb
-from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
+from mlxrpc.blas import find_library
 
-from .common import Server, machine
+from .common import machine
+from .fair import StreamResult, eos_bias, median, rotated
 from .long_context import long_model
+from .servers import Served, available, cached, client, describe, disk_tier, start
 
 TOOLS = ["read_file", "write_file", "edit_file", "run_shell", "grep", "glob", "list_dir", "web_fetch",
          "web_search", "todo_write", "task", "notebook_edit"]
@@ -87,50 +88,57 @@ def conversation(system: str, upto: int) -> list[tuple[str, str]]:
     return messages
 
 
-async def turn(port: int, messages: list[tuple[str, str]], max_tokens: int) -> tuple[float, float, int, int]:
-    request = pb.GenerateRequest(model="bench")
-    for role, text in messages:
-        request.chat.messages.add(role=role).content.add(text=text)
-    request.stopping.max_tokens, request.stopping.ignore_eos, request.sampling.temperature = max_tokens, True, 0.0
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        start, first = time.perf_counter(), None
-        async for message in pb_grpc.InferenceStub(channel).StreamGenerate(request):
-            if message.token_ids and first is None:
-                first = time.perf_counter() - start
-            if message.HasField("finish"):
-                usage = message.finish.usage
-    return first or float("nan"), time.perf_counter() - start, usage.prompt_tokens, usage.cached_tokens
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--system-tokens", type=int, default=12000)
+    parser.add_argument("--servers", default="mlxrpc,vllm-mlx,mlx_lm.server", help="comma-separated server specs")
+    parser.add_argument("--system-tokens", type=int, default=10000)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--restart-after", type=int, default=0, help="restart the server after this turn (1-8)")
-    parser.add_argument("--prompt-cache-dir", default="", help="default with --restart-after: a temp folder")
-    parser.add_argument("--blas", default="bundled")
-    parser.add_argument("serve_args", nargs="*", help="more `mlxrpc serve` flags (after --)")
+    parser.add_argument("--restart-after", type=int, default=0,
+                        help="restart every server after this turn (1-8), on its disk tier (servers.disk_tier)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--blas", default="auto", help="auto (system OpenBLAS), bundled or a path; every server")
     args = parser.parse_args()
+    specs, skipped = available(args.servers.split(","))
     model = long_model(32768)
+    bias, library = eos_bias(model), find_library(args.blas)
     system = system_prompt(Tokenizer.from_file(str(model / "tokenizer.json")), args.system_tokens)
-    cache_dir = args.prompt_cache_dir or (tempfile.mkdtemp(prefix="mlxrpc-replay-") if args.restart_after else "")
-    flags = ["--blas", args.blas, *(["--prompt-cache-dir", cache_dir] if cache_dir else []), *args.serve_args]
-    print(f"# agent replay: {len(TURNS)} turns, ~{args.system_tokens}-token system prompt, "
-          f"{args.max_tokens} tokens/turn, flags {' '.join(flags)} ({machine()})\n")
-    print("| turn | prompt tokens | cached tokens | TTFT s | turn s |\n|---|---|---|---|---|")
-    total, server = 0.0, Server(model, *flags)
-    try:
-        for i in range(len(TURNS)):
-            ttft, took, prompt, cached = asyncio.run(turn(server.grpc_port, conversation(system, i), args.max_tokens))
-            total += took
-            print(f"| {i + 1} | {prompt} | {cached} | {ttft:.2f} | {took:.2f} |", flush=True)
-            if i + 1 == args.restart_after:
-                server.stop()
-                server = Server(model, *flags)
-                print("| (restart) | | | | |", flush=True)
-    finally:
-        server.stop()
-    print(f"\ntotal {total:.1f} s")
+    rows: dict[str, list[list[StreamResult]]] = {s: [] for s in specs}
+    for r in range(args.rounds):
+        for spec in rotated(specs, r):
+            with tempfile.TemporaryDirectory(prefix="mlxrpc-replay-") as folder:
+                rows[spec].append(replay(spec, model, library, bias, system, args.max_tokens, args.restart_after,
+                                         folder))
+    print(f"# agent replay: {len(TURNS)} turns, ~{args.system_tokens}-token system prompt, {args.max_tokens} "
+          f"tokens/turn{f', restart after turn {args.restart_after}' if args.restart_after else ''}, "
+          f"{args.rounds} round(s), medians ({machine()})\n")
+    print(describe(specs, library) + "\n")
+    print("| turn | " + " | ".join(f"{s}: prompt / cached tokens | TTFT s | turn s" for s in specs) + " |")
+    print("|---|" + "---|---|---|" * len(specs))
+    for i in range(len(TURNS)):
+        cells = [f"{rows[s][0][i].prompt_tokens} / {cached(rows[s][0][i].cached_tokens)} | "
+                 f"{median([t[i].ttft for t in rows[s]]):.2f} | {median([t[i].total for t in rows[s]]):.2f}"
+                 for s in specs]
+        print(f"| {i + 1}{' (after restart)' if i == args.restart_after > 0 else ''} | " + " | ".join(cells) + " |")
+    totals = [f"**{median([sum(t.total for t in turns) for turns in rows[s]]):.1f} s**" for s in specs]
+    print("| total | " + " | ".join(f" | | {t}" for t in totals) + " |")
+    for spec, reason in skipped.items():
+        print(f"- {spec} not measured: {reason}")
+
+
+def replay(spec: str, model: Path, library: str | None, bias: dict[str, float], system: str, tokens: int,
+           restart_after: int, folder: str) -> list[StreamResult]:
+    """The turns of one server, restarted on its disk tier after ``restart_after`` (0: never)."""
+    tiered, home = disk_tier(spec, folder) if restart_after else (spec, None)
+    results = []
+
+    async def ask(served: Served, i: int) -> StreamResult:
+        async with client() as session:
+            return await served.chat(session, conversation(system, i), tokens, bias)
+
+    for part in ([range(restart_after), range(restart_after, len(TURNS))] if restart_after else [range(len(TURNS))]):
+        with start(tiered, model, library, bias, home=home) as served:
+            results += [asyncio.run(ask(served, i)) for i in part]
+    return results
 
 
 if __name__ == "__main__":

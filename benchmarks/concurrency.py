@@ -37,6 +37,7 @@ from mlxrpc.v1 import inference_pb2_grpc as pb_grpc
 from .common import Server, bench_model, machine, percentile
 from .fair import StreamResult, eos_bias, median, probe_bias, request_body, rotated, shortfalls, versions
 from .peers import mlx_lm_server, vllm_mlx_missing, vllm_mlx_server, vllm_mlx_venv
+from .servers import sse_stream
 
 # Unique per level, stream and round, so nothing is reused from a prefix cache.
 PROMPT = "Write a short story about a robot who learns to paint. Number {i} of {n}, round {r}."
@@ -57,25 +58,6 @@ class Level:
     @property
     def rate(self) -> float:
         return sum(r.tokens for r in self.results) / self.wall
-
-
-async def sse_stream(session: aiohttp.ClientSession, url: str, body: dict) -> StreamResult:
-    start = time.perf_counter()
-    ttft = None
-    usage: dict = {}
-    texts = []
-    async with session.post(url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.content:
-            if not line.startswith(b"data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("choices") and (content := chunk["choices"][0].get("delta", {}).get("content")):
-                ttft = ttft or time.perf_counter() - start
-                texts.append(content)
-            usage = chunk.get("usage") or usage
-    return StreamResult(ttft or float("nan"), usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0),
-                        "".join(texts), time.perf_counter() - start)
 
 
 async def grpc_stream(stub: pb_grpc.InferenceStub, prompt: str, tokens: int, bias: dict[str, float]) -> StreamResult:

@@ -41,6 +41,8 @@ class StreamResult:
     prompt_tokens: int = 0
     text: str = ""
     total: float = 0.0  # seconds to the end of the stream
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens; None where not reported
+    times: tuple[float, ...] = ()  # perf_counter() at each content chunk
 
     @property
     def decode_rate(self) -> float:
@@ -81,10 +83,14 @@ def probe_bias(model: Path, bias: dict[str, float], repeats: int) -> tuple[dict[
     return {**bias, str(token): -BIAS}, tokenizer.decode([token]) * repeats
 
 
-def request_body(model: str, prompt: str, tokens: int, bias: dict[str, float]) -> dict:
-    """The streamed chat-completions body every REST server gets; only ``model`` differs."""
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+def request_body(model: str, prompt: str | list[tuple[str, str]], tokens: int, bias: dict[str, float]) -> dict:
+    """The streamed chat-completions body every REST server gets; only ``model`` differs.
+
+    ``prompt`` is one user message, or (role, content) messages.
+    """
+    messages = [("user", prompt)] if isinstance(prompt, str) else prompt
+    body = {"model": model, "messages": [{"role": role, "content": text} for role, text in messages],
+            "max_tokens": tokens, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     if bias:
         body["logit_bias"] = bias
     return body

@@ -20,8 +20,9 @@ import aiohttp
 from mlxrpc.blas import find_library
 
 from .common import Server, bench_model, machine
-from .concurrency import PEERS, sse_stream
+from .concurrency import PEERS
 from .fair import StreamResult, eos_bias, median, request_body, rotated, versions
+from .servers import sse_stream
 
 PROMPT = "Request {i}: write a short story about a robot who learns to paint, in plain words."
 

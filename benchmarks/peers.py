@@ -79,16 +79,17 @@ class PeerServer:
 
     ``model`` is the name requests use. Its output goes to a temporary file, so
     a failed start reports the peer's own error. ``own_home`` gives it an empty
-    HOME, removed at stop, for peers that keep state under ~.
+    HOME, removed at stop, for peers that keep state under ~; a path instead
+    gives it that HOME, kept, so its state outlives a restart.
     """
 
     def __init__(self, name: str, command: list[str], port: int, model: str, preload: str | None,
-                 own_home: bool = False, timeout: float = 300) -> None:
+                 own_home: bool | str = False, timeout: float = 300) -> None:
         self.name, self.model, self.base = name, model, f"http://127.0.0.1:{port}"
-        self.home = tempfile.TemporaryDirectory(prefix="mlxrpc-peer-home-") if own_home else None
+        self.home = tempfile.TemporaryDirectory(prefix="mlxrpc-peer-home-") if own_home is True else None
         merged = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-        if self.home:
-            merged["HOME"] = self.home.name
+        if own_home:
+            merged["HOME"] = self.home.name if self.home else str(own_home)
         if preload:
             merged["LD_PRELOAD"] = preload
         self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
@@ -130,8 +131,9 @@ class PeerServer:
         self.stop()
 
 
-def mlx_lm_server(model: Path, concurrency: int, preload: str | None, extra: Sequence[str] = ()) -> PeerServer:
-    """mlx_lm.server with its batching on: the peer users would otherwise run (``extra``: more flags)."""
+def mlx_lm_server(model: Path, concurrency: int, preload: str | None, extra: Sequence[str] = (),
+                  home: str | None = None) -> PeerServer:
+    """mlx_lm.server with its batching on: the peer users would otherwise run (``home``: unused, no disk state)."""
     port = free_port()
     return PeerServer("mlx_lm.server", [
         sys.executable, "-m", "mlx_lm", "server", "--model", str(model), "--host", "127.0.0.1",
@@ -139,18 +141,19 @@ def mlx_lm_server(model: Path, concurrency: int, preload: str | None, extra: Seq
         "--log-level", "WARNING", *extra], port, str(model), preload)
 
 
-def vllm_mlx_server(model: Path, concurrency: int, preload: str | None, extra: Sequence[str] = ()) -> PeerServer:
+def vllm_mlx_server(model: Path, concurrency: int, preload: str | None, extra: Sequence[str] = (),
+                    home: str | None = None) -> PeerServer:
     """``vllm-mlx serve --continuous-batching`` from its own venv.
 
     Its own HOME: vllm-mlx saves its prefix cache under ~/.cache/vllm-mlx at
     shutdown and loads it at start, which would warm one run with another's
-    prompts.
+    prompts; a ``home`` kept across starts is how a benchmark measures that.
     """
     port = free_port()
     return PeerServer("vllm-mlx", [
         str(vllm_mlx_venv() / "bin" / "vllm-mlx"), "serve", str(model), "--host", "127.0.0.1",
         "--port", str(port), "--continuous-batching", "--completion-batch-size", str(concurrency),
-        "--offline", *extra], port, str(model), preload, own_home=True)
+        "--offline", *extra], port, str(model), preload, own_home=home or True)
 
 
 def main() -> int:

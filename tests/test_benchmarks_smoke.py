@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.concurrency import Level, sweep, table
 from benchmarks.fair import StreamResult, request_body, rotated, shortfalls
+from benchmarks.servers import available, disk_tier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,8 @@ def test_every_server_gets_the_same_body_but_its_model_name() -> None:
     a, b = request_body("bench", "hi", 8, bias), request_body("/path/to/model", "hi", 8, bias)
     assert {**a, "model": ""} == {**b, "model": ""}
     assert "ignore_eos" not in a and a["logit_bias"] == bias and a["temperature"] == 0
+    chat = request_body("bench", [("system", "rules"), ("user", "hi")], 8, bias)
+    assert chat["messages"] == [{"role": "system", "content": "rules"}, {"role": "user", "content": "hi"}]
 
 
 def test_rounds_rotate_the_order() -> None:
@@ -75,3 +78,22 @@ def test_concurrency_sweep_accepts_the_shared_body_and_counts_tokens() -> None:
     assert "| mlxrpc REST, bundled BLAS | 2 |" in out and "| 8/8 |" in out, out
     assert "| 0 |" not in out  # prompt tokens come back from the server's usage
     assert "SHORT" not in out and '"logit_bias"' in out and "ignore_eos" not in out
+
+
+def test_a_server_that_cannot_run_is_skipped_with_its_reason() -> None:
+    specs, skipped = available(["mlxrpc --use-paged-cache", "llama.cpp"])
+    assert specs == ["mlxrpc --use-paged-cache"] and "unknown server" in skipped["llama.cpp"]
+
+
+def test_each_server_keeps_its_prefix_cache_on_disk_its_own_way() -> None:
+    assert disk_tier("mlxrpc", "/d") == ("mlxrpc --prompt-cache-dir /d", None)
+    assert disk_tier("vllm-mlx --use-paged-cache", "/d") == ("vllm-mlx --use-paged-cache", "/d")  # a kept HOME
+    assert disk_tier("mlx_lm.server", "/d") == ("mlx_lm.server", None)  # no disk tier
+
+
+@pytest.mark.slow
+def test_prompt_cache_disk_reads_the_prefix_back_after_a_restart_over_rest() -> None:
+    out = run_benchmark("benchmarks.prompt_cache_disk", "--servers", "mlxrpc", "--prompt-tokens", "200")
+    row = next(line for line in out.splitlines() if line.startswith("| mlxrpc |"))
+    assert int(row.split("|")[5].split(",")[0]) > 0, out  # cached tokens after the restart, from the REST usage
+    assert "- mlxrpc: mlxrpc " in out and "- BLAS:" in out
