@@ -171,7 +171,8 @@ def table(title: str, rows: dict[str, list[dict[int, Level]]], levels: list[int]
     tokens show whether every server rendered the same chat prompt."""
     out = [f"## {title}", "",
            f"| server | streams | tokens/s (median, min–max) | vs {baseline} | TTFT p50 ms | TTFT p95 ms "
-           "| tokens produced / asked | prompt tokens per stream |", "|---|---|---|---|---|---|---|---|"]
+           "| decode tok/s per stream | tokens produced / asked | prompt tokens per stream |",
+           "|---|---|---|---|---|---|---|---|---|"]
     base = {n: median([r[n].rate for r in rows[baseline]]) for n in levels}
     for name, rounds in rows.items():
         for n in levels:
@@ -182,8 +183,9 @@ def table(title: str, rows: dict[str, list[dict[int, Level]]], levels: list[int]
             asked = tokens * n * len(rounds)
             flag = "" if produced == asked else " **short**" if produced < asked else " **over**"
             prompt = median([s.prompt_tokens for r in rounds for s in r[n].results])
+            decode = median([s.decode_rate for r in rounds for s in r[n].results])
             out.append(f"| {name} | {n} | {median(rates):.1f} ({min(rates):.1f}–{max(rates):.1f}) "
-                       f"| {median(rates) / base[n]:.2f} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} "
+                       f"| {median(rates) / base[n]:.2f} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {decode:.1f} "
                        f"| {produced}/{asked}{flag} | {prompt:.0f} |")
     return "\n".join(out)
 

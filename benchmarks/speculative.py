@@ -1,11 +1,13 @@
-"""Single stream with and without prompt lookup, in-process through the engine's batch.
+"""Single stream with and without speculation, in-process through the engine's batch.
 
 An edit-this-file prompt (a standard-library source file and an instruction to
 rewrite it) decoded greedily by ``ModelBatch`` -- the engine's own decode
-path -- plain and with ``--speculative ngram``, alternating, one stream.
-Prints tokens/s, the speed-up, drafts proposed and accepted, and what one
-forward pass over k+1 tokens costs against one token (which bounds the gain:
-a step that verifies k drafts costs that ratio and emits 1 + accepted tokens).
+path -- plain and with prompt lookup (or a draft model, ``--draft-model``),
+alternating, one stream. Prints tokens/s, the speed-up, drafts proposed and
+accepted, what one forward pass over k+1 tokens costs against one token, and
+with a draft model what one draft token costs (together they bound the gain:
+a step that verifies k drafts costs that ratio plus k draft tokens and emits
+1 + accepted tokens).
 
 Random weights rarely copy the file the way a trained model does; the
 acceptance printed is the measured one for the model given (--model).
@@ -41,10 +43,11 @@ def edit_prompt(tokenizer: Any, lines: int) -> list[int]:
     return tokenizer.encode(text)
 
 
-def decode(model: Any, prompt: list[int], tokens: int, spec: Speculation | None) -> tuple[float, int, int]:
+def decode(model: Any, prompt: list[int], tokens: int, spec: Speculation | None,
+           draft: Any = None) -> tuple[float, int, int]:
     """(tokens/s after the first token, drafts proposed, drafts accepted)."""
     batch = ModelBatch(model, max_num_seqs=1, prefill_batch_size=1, prefill_step_size=2048,
-                       speculator=make_speculator(spec))
+                       speculator=make_speculator(spec, draft))
     batch.insert(prompt, max_tokens=tokens, sampling=GREEDY, processors=[], stop_token_ids=[],
                  vocab_size=model.args.vocab_size)
     n, first = 0, None
@@ -83,31 +86,38 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--num-draft-tokens", type=int, default=4)
     parser.add_argument("--ngram-size", type=int, default=3)
+    parser.add_argument("--draft-model", default=None, help="speculate with this draft model instead of prompt lookup")
     args = parser.parse_args()
 
     import mlx_lm
 
     model, tokenizer = mlx_lm.load(str(args.model or bench_model()))
+    draft = mlx_lm.load(args.draft_model)[0] if args.draft_model else None
+    method = "draft" if draft is not None else "ngram"
     prompt = edit_prompt(tokenizer, args.lines)
-    spec = Speculation(num_draft_tokens=args.num_draft_tokens, ngram_size=args.ngram_size, max_batch=1)
+    spec = Speculation(method=method, num_draft_tokens=args.num_draft_tokens, ngram_size=args.ngram_size,
+                       max_batch=1)
     decode(model, prompt, 8, None)  # warm-up
+    decode(model, prompt, 8, spec, draft)
     plain, lookup, proposed, accepted = [], [], 0, 0
     for _ in range(args.runs):  # alternating
         plain.append(decode(model, prompt, args.tokens, None)[0])
-        rate, p, a = decode(model, prompt, args.tokens, spec)
+        rate, p, a = decode(model, prompt, args.tokens, spec, draft)
         lookup.append(rate)
         proposed, accepted = proposed + p, accepted + a
     one = forward_cost(model, len(prompt), 1)
     wide = forward_cost(model, len(prompt), args.num_draft_tokens + 1)
     result = {
-        "machine": machine(), "prompt_tokens": len(prompt), "tokens": args.tokens, "runs": args.runs,
-        "plain_tok_s": round(statistics.median(plain), 1),
-        "ngram_tok_s": round(statistics.median(lookup), 1),
+        "machine": machine(), "method": method, "prompt_tokens": len(prompt), "tokens": args.tokens,
+        "runs": args.runs, "plain_tok_s": round(statistics.median(plain), 1),
+        f"{method}_tok_s": round(statistics.median(lookup), 1),
         "speedup": round(statistics.median(lookup) / statistics.median(plain), 2),
         "drafts_proposed": proposed, "drafts_accepted": accepted,
         "acceptance": round(accepted / proposed, 3) if proposed else 0.0,
         f"forward_{args.num_draft_tokens + 1}_vs_1_tokens": round(wide / one, 2),
     }
+    if draft is not None:
+        result["draft_token_vs_target_token"] = round(forward_cost(draft, len(prompt), 1) / one, 2)
     print(textwrap.indent(json.dumps(result, indent=2), ""))
 
 
